@@ -1,0 +1,119 @@
+"""`cm sample`: draw samples from a checkpoint; every setting it needs is read from the checkpoint."""
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..files import atomic_path
+from ..schedules import ct_num_points
+from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
+from ..training.checkpoint import Checkpoint
+
+EXAMPLES = """
+examples:
+  cm sample --checkpoint runs/cd --steps 2 --out samples/cd2
+  cm sample --checkpoint runs/cd --sigmas 80,0.8 --out samples/cd-custom
+  cm sample --checkpoint runs/cd --ts 0,11,17 --out samples/cd-openai     # openai's --ts (indices on the training grid)
+  cm sample --checkpoint runs/cd --timesteps 11,0 --out samples/cd-diff   # diffusers' timesteps (reversed indices)
+  cm sample --checkpoint runs/teacher --teacher-steps 18 --solver heun --out samples/teacher
+"""
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder, or a run folder (newest)")
+    parser.add_argument("--weights", help="weight set: online, target or ema-RATE (default: the first EMA)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sample",
+        help="draw samples from a checkpoint",
+        description="Draw samples from a consistency model (one or more steps) or a teacher (ODE solver). "
+        "Writes OUT/samples.npz and a picture OUT/samples.png.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--num", type=int, default=2000, help="number of samples (default 2000)")
+    points = parser.add_mutually_exclusive_group()
+    points.add_argument("--steps", type=int, default=1, help="consistency sampling steps (default 1)")
+    points.add_argument("--sigmas", type=float_list, help="explicit decreasing σ's, e.g. 80,0.8")
+    points.add_argument("--ts", type=int_list, help="openai's --ts indices, last = grid points − 1")
+    points.add_argument("--timesteps", type=int_list, help="diffusers' timesteps (reversed grid indices)")
+    parser.add_argument("--grid-points", type=int, help="grid size for --ts/--timesteps (default: the training N)")
+    parser.add_argument("--teacher-steps", type=int, help="teacher: Karras levels before σ = 0 (default from config)")
+    parser.add_argument("--solver", choices=("euler", "heun", "dpmpp-2m"), help="teacher: ODE solver")
+    parser.set_defaults(run=run)
+
+
+def training_grid_points(checkpoint: Checkpoint) -> int:
+    """N of the grid the model was trained on: cd.num_points, or CT's final N(K)."""
+    config = checkpoint.config
+    if config.train.method == "cd":
+        return config.cd.num_points
+    total = config.train.total_steps
+    return ct_num_points(total, total, config.ct.s0, config.ct.s1)
+
+
+def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[float] | None:
+    """The σ's chosen on the command line, or None for the default at --steps."""
+    d = checkpoint.config.diffusion
+    grid_points = args.grid_points or training_grid_points(checkpoint)
+    try:
+        if args.sigmas is not None:
+            return args.sigmas
+        if args.ts is not None:
+            return sigmas_from_openai_ts(args.ts, grid_points, d.sigma_min, d.sigma_max, d.rho).tolist()
+        if args.timesteps is not None:
+            return sigmas_from_diffusers_timesteps(
+                args.timesteps, grid_points, d.sigma_min, d.sigma_max, d.rho
+            ).tolist()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluate import sample_checkpoint
+    from ..evaluation.plots import save_samples_picture
+    from ..training.checkpoint import load_checkpoint
+
+    if args.num < 1:
+        raise ConfigError(f"--num must be at least 1, got {args.num}")
+    checkpoint = load_checkpoint(args.checkpoint)
+    sigmas = sampling_sigmas(args, checkpoint)
+    if sigmas is not None and (any(b >= a for a, b in itertools.pairwise(sigmas)) or min(sigmas) <= 0):
+        raise ConfigError(f"σ's must be positive and strictly decreasing, got {sigmas}")
+    generated = sample_checkpoint(
+        checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
+        solver=args.solver, weights=args.weights, seed=args.seed, device=args.device, progress=True,
+    )  # fmt: skip
+    arrays = {"samples": generated.x.numpy(), "nfe": np.array(generated.nfe)}
+    if generated.labels is not None:
+        arrays["labels"] = generated.labels.numpy()
+    with atomic_path(args.out / "samples.npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+    picture = save_samples_picture(generated.x, args.out / "samples.png", title=f"{generated.nfe} NFE")
+    print(f"{len(generated.x)} samples at {generated.nfe} NFE: {args.out / 'samples.npz'}, {picture}")
+    return 0

@@ -1,0 +1,60 @@
+"""`cm train`: teacher, CD or CT from a TOML config with --set overrides, or --resume a run."""
+
+import argparse
+from pathlib import Path
+
+from ..config import METHODS, load_config
+from ..errors import ConfigError
+
+EXAMPLES = """
+examples:
+  cm train teacher configs/toy.toml --out runs/teacher
+  cm train cd configs/toy.toml --out runs/cd --set cd.teacher=runs/teacher --set cd.solver=euler
+  cm train ct configs/toy.toml --out runs/ct --set train.total_steps=20000
+  cm train --resume runs/cd
+
+Config sections: [train] [diffusion] [network] [data] [optim] [teacher] [cd] [ct] [sampling]; every key is
+documented in torch_consistency/config.py. The whole config is saved in each checkpoint.
+Several processes: torchrun --nproc_per_node=N -m torch_consistency train ...
+"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a teacher, or a consistency model by distillation (cd) or from scratch (ct)",
+        description="Train a teacher (EDM denoiser), distil it into a consistency model (cd), or train one "
+        "from scratch (ct). Checkpoints (safetensors + JSON config) go to OUT/checkpoints.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("method", nargs="?", choices=METHODS, help="what to train (sets train.method)")
+    parser.add_argument("config", nargs="?", type=Path, help="TOML config file (defaults are used for what it omits)")
+    parser.add_argument("--out", type=Path, help="run folder for checkpoints, log.jsonl and config.json")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set optim.lr=2e-4 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder exactly")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.loop import train
+
+    if args.resume is not None:
+        if args.method or args.config or args.overrides or args.out:
+            raise ConfigError("--resume takes the run folder alone: its saved config is used unchanged")
+        if not (args.resume / "checkpoints").is_dir():
+            raise ConfigError(f"{args.resume} holds no checkpoints to resume from")
+        run_dir = train(None, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        if args.method is None:
+            raise ConfigError("name what to train: cm train {teacher,cd,ct} [CONFIG] --out RUN (or --resume RUN)")
+        if args.out is None:
+            raise ConfigError("--out RUN is required: the folder for checkpoints and logs")
+        config = load_config(args.config, [f'train.method="{args.method}"', *args.overrides])
+        run_dir = train(config, args.out, progress=not args.no_progress)
+    print(f"checkpoints in {run_dir / 'checkpoints'}")
+    return 0

@@ -1,0 +1,285 @@
+"""Typed configuration: dataclasses read from TOML, overridden by `key=value` strings, saved in checkpoints.
+
+Every section exists in every config (unused ones keep their defaults), so a checkpoint's config.json is
+complete and nothing has to be repeated on the command line.
+"""
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+METHODS = ("teacher", "cd", "ct")
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise levels and scalings (reference.md §1–2)."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    rho: float = 7.0
+    noise_conditioning: str = "openai"  # openai: 250·ln σ; edm: ln(σ)/4
+
+
+@dataclass
+class NetworkConfig:
+    """The network F_θ: `mlp` for vectors of any dimension, `unet` (diffusers' UNet2DModel) for images."""
+
+    kind: str = "mlp"
+    width: int = 256
+    depth: int = 4
+    embedding_dim: int = 64
+    embedding: str = "positional"  # positional | fourier
+    fourier_scale: float = 16.0
+    dropout: float = 0.0
+    preset: str = "small"  # U-Net preset
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on; `gmm` and `eight_gaussians` have an exact denoiser."""
+
+    name: str = "eight_gaussians"
+    dim: int = 2  # gmm only
+    components: int = 8  # gmm only
+    component_std: float = 0.05  # gmm and eight_gaussians
+    path: str = ""  # image data
+
+
+@dataclass
+class TeacherConfig:
+    """EDM denoising objective (reference.md §3)."""
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass
+class DistillationConfig:
+    """Consistency distillation (reference.md §4)."""
+
+    teacher: str = ""  # a teacher checkpoint, or "exact" for the data's closed-form denoiser
+    num_points: int = 18  # N
+    solver: str = "heun"  # euler | heun
+    target_ema: float = 0.0  # μ; 0 = stop-gradient of the current weights
+    distance: str = "l2"
+    weighting: str = "uniform"
+
+
+@dataclass
+class ConsistencyTrainingConfig:
+    """Consistency training and its N(k), μ(k) curriculum (reference.md §5)."""
+
+    s0: int = 2
+    s1: int = 150
+    mu0: float = 0.9
+    schedule: str = "code"  # code | paper
+    distance: str = "l2"
+    weighting: str = "uniform"
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and batch."""
+
+    optimizer: str = "radam"  # radam | adam
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 = no clipping
+    batch_size: int = 256
+
+
+@dataclass
+class TrainConfig:
+    """The run: method, length, seed, precision, checkpoints and logs."""
+
+    method: str = "teacher"
+    total_steps: int = 10_000
+    seed: int = 0
+    ema_rates: list[float] = field(default_factory=lambda: [0.999])
+    precision: str = "fp32"  # fp32 | bf16
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 0  # 0 = no sample grids during training
+
+
+@dataclass
+class SamplingConfig:
+    """Defaults for sampling from this model."""
+
+    clip_denoised: bool = False  # clamp f to [-1, 1] (images)
+    teacher_solver: str = "heun"
+    teacher_steps: int = 18  # Karras levels before the final 0; Heun spends 2K−1 evaluations
+
+
+@dataclass
+class Config:
+    """Everything that defines a run."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    cd: DistillationConfig = field(default_factory=DistillationConfig)
+    ct: ConsistencyTrainingConfig = field(default_factory=ConsistencyTrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Build from nested dicts (TOML or JSON); unknown sections or keys are errors."""
+        return _build(cls, values, "")
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    """`value` as type `kind`, or a ConfigError naming `key`."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(kind)
+        return [_coerce(item, v, key) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{sorted(unknown)[0]}; known: {', '.join(hints)}")
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(kind, value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _parse_override_value(text: str) -> Any:
+    """A `--set` value: TOML syntax (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings to nested dicts (unknown keys are caught when the config is built)."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set expects section.key=value, got {override!r}")
+        section = values.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"unknown config section {parts[0]!r}")
+        section[parts[1]] = _parse_override_value(text.strip())
+    return values
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> "Config":
+    """Read a TOML file (or start from defaults when `path` is None), apply overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    config = Config.from_dict(apply_overrides(values, list(overrides)))
+    validate(config)
+    return config
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _one_of(value: str, choices: typing.Iterable[str], key: str) -> None:
+    choices = tuple(choices)
+    _require(value in choices, f"{key} = {value!r} is unknown; choose one of {', '.join(choices)}")
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError (one line) for the first value that is out of range or unknown."""
+    from .data import DATASETS
+    from .distances import DISTANCES
+    from .nets import NETWORK_KINDS
+    from .nets.embedding import EMBEDDINGS
+    from .objectives import WEIGHTINGS
+    from .parameterization import NOISE_CONDITIONINGS
+    from .schedules import CT_SCHEDULE_VARIANTS
+    from .solvers import SOLVERS
+
+    d, t, o = config.diffusion, config.train, config.optim
+    _require(0 < d.sigma_min < d.sigma_max, f"need 0 < sigma_min < sigma_max, got {d.sigma_min} and {d.sigma_max}")
+    _require(d.sigma_data > 0 and d.rho > 0, "diffusion.sigma_data and diffusion.rho must be positive")
+    _one_of(d.noise_conditioning, NOISE_CONDITIONINGS, "diffusion.noise_conditioning")
+    _one_of(t.method, METHODS, "train.method")
+    _require(t.total_steps >= 1, f"train.total_steps must be at least 1, got {t.total_steps}")
+    _require(all(0 <= r < 1 for r in t.ema_rates), f"train.ema_rates must lie in [0, 1), got {t.ema_rates}")
+    _one_of(t.precision, ("fp32", "bf16"), "train.precision")
+    _require(
+        t.checkpoint_every >= 1 and t.keep_checkpoints >= 1,
+        "checkpoint_every and keep_checkpoints must be ≥ 1",
+    )
+    _one_of(config.network.kind, NETWORK_KINDS, "network.kind")
+    _one_of(config.network.embedding, EMBEDDINGS, "network.embedding")
+    _require(0 <= config.network.dropout < 1, f"network.dropout must lie in [0, 1), got {config.network.dropout}")
+    _one_of(config.data.name, DATASETS, "data.name")
+    _one_of(o.optimizer, ("radam", "adam"), "optim.optimizer")
+    _require(o.lr > 0 and o.batch_size >= 1, "optim.lr must be positive and optim.batch_size at least 1")
+    _require(o.grad_clip >= 0 and o.warmup_steps >= 0, "optim.grad_clip and optim.warmup_steps must be ≥ 0")
+    _require(config.teacher.p_std > 0, "teacher.p_std must be positive")
+    cd, ct = config.cd, config.ct
+    _require(cd.num_points >= 2, f"cd.num_points (N) must be at least 2, got {cd.num_points}")
+    _one_of(cd.solver, ("euler", "heun"), "cd.solver")
+    _require(0 <= cd.target_ema < 1, f"cd.target_ema (μ) must lie in [0, 1), got {cd.target_ema}")
+    _require(0 < ct.mu0 < 1, f"ct.mu0 must lie in (0, 1), got {ct.mu0}")
+    _require(1 <= ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
+    _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
+    for section in ("cd", "ct"):
+        _one_of(getattr(config, section).distance, DISTANCES, f"{section}.distance")
+        _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
+    _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
+    _require(config.sampling.teacher_steps >= 1, "sampling.teacher_steps must be at least 1")
+    if t.method == "cd":
+        _require(
+            bool(cd.teacher),
+            "cd.teacher must name a teacher checkpoint (or 'exact' for Gaussian-mixture data)",
+        )

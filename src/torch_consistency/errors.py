@@ -1,0 +1,17 @@
+"""Exceptions for mistakes a user can fix: the CLI prints their message on one line and exits with 2."""
+
+
+class UserInputError(ValueError):
+    """A bad value, file or shape given by the user."""
+
+
+class ConfigError(UserInputError):
+    """A configuration value that is out of range, of the wrong type or unknown."""
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint that is missing, corrupt, foreign or does not match the configuration."""
+
+
+class DataError(UserInputError):
+    """A dataset that is missing, empty or unreadable."""

@@ -1,0 +1,106 @@
+"""Evaluate checkpoints on low-dimensional data: samples at several step counts against held-out data."""
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..data import Distribution
+from ..generate import Generated, generate, teacher_sigmas
+from ..seeding import derive_seed
+from ..sigmas import default_sampling_sigmas, karras_sigmas
+from ..training.checkpoint import Checkpoint
+from .lowdim import ConsistencyError, consistency_error, mmd_squared, wasserstein2
+
+HELD_OUT_STREAM = 7
+
+
+@dataclass
+class Score:
+    """One row of results: what was sampled, at how many network evaluations, and how well."""
+
+    label: str
+    nfe: int
+    w2: float
+    mmd2: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def held_out(dataset: Distribution, num_samples: int, seed: int, part: int = 0) -> torch.Tensor:
+    """Draws that no training step sees: seeded from (seed, stream, part), disjoint from the training streams."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, HELD_OUT_STREAM, part))
+    return dataset.sample(num_samples, generator)
+
+
+def score(label: str, samples: torch.Tensor, reference: torch.Tensor, nfe: int) -> Score:
+    """W2 and MMD² of `samples` against `reference`."""
+    return Score(label, nfe, wasserstein2(samples, reference), mmd_squared(samples, reference))
+
+
+def data_floor(dataset: Distribution, num_samples: int, seed: int) -> Score:
+    """The metrics between two independent real sets of the same size: the best any model can score."""
+    return score("data", held_out(dataset, num_samples, seed, 1), held_out(dataset, num_samples, seed, 0), 0)
+
+
+def sample_checkpoint(
+    checkpoint: Checkpoint, num_samples: int, *, steps: int | None = None, sigmas: Sequence[float] | None = None,
+    teacher_levels: int | None = None, solver: str | None = None, weights: str | None = None, seed: int = 0,
+    device: str = "cpu", progress: bool = False,
+) -> Generated:  # fmt: skip
+    """Samples from a checkpoint: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`."""
+    config, d = checkpoint.config, checkpoint.config.diffusion
+    model = checkpoint.build_model(weights)
+    if checkpoint.parameterization == "denoiser":
+        levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
+        solver = solver or config.sampling.teacher_solver
+    else:
+        levels = sigmas if sigmas is not None else default_sampling_sigmas(steps or 1, d.sigma_min, d.sigma_max, d.rho)
+    return generate(
+        model, num_samples, checkpoint.sample_shape, levels, sigma_min=d.sigma_min, solver=solver,
+        num_classes=checkpoint.num_classes, seed=seed, clip_denoised=config.sampling.clip_denoised,
+        device=device, progress=progress,
+    )  # fmt: skip
+
+
+def evaluate_checkpoint(
+    checkpoint: Checkpoint,
+    dataset: Distribution,
+    *,
+    label: str,
+    steps: Sequence[int] = (1, 2, 4),
+    teacher_levels: Sequence[int] = (18,),
+    num_samples: int = 2000,
+    seed: int = 0,
+) -> tuple[list[Score], dict[str, torch.Tensor]]:
+    """Scores at each step count (consistency models) or number of levels (teachers), with the samples."""
+    reference = held_out(dataset, num_samples, seed)
+    scores, samples = [], {}
+    counts = teacher_levels if checkpoint.parameterization == "denoiser" else steps
+    for count in counts:
+        if checkpoint.parameterization == "denoiser":
+            generated = sample_checkpoint(checkpoint, num_samples, teacher_levels=count, seed=seed + 1)
+        else:
+            generated = sample_checkpoint(checkpoint, num_samples, steps=count, seed=seed + 1)
+        name = f"{label} {generated.nfe} NFE"
+        scores.append(score(label, generated.x, reference, generated.nfe))
+        samples[name] = generated.x
+    return scores, samples
+
+
+def consistency_error_of(
+    checkpoint: Checkpoint, dataset: Distribution, num_samples: int = 500, seed: int = 0
+) -> ConsistencyError | None:
+    """The consistency error against the exact ODE of a Gaussian-mixture dataset, on the training grid."""
+    if dataset.mixture is None or checkpoint.parameterization != "consistency":
+        return None
+    config, d = checkpoint.config, checkpoint.config.diffusion
+    num_points = config.cd.num_points if config.train.method == "cd" else 18
+    grid = karras_sigmas(num_points, d.sigma_min, d.sigma_max, d.rho)[:-1]
+    model = checkpoint.build_model().double()
+    x0 = held_out(dataset, num_samples, seed).double()
+    generator = torch.Generator().manual_seed(derive_seed(seed, HELD_OUT_STREAM, 99))
+    return consistency_error(
+        lambda x, s: model(x, s), dataset.mixture.denoiser, x0, grid.tolist(), d.sigma_min, generator
+    )

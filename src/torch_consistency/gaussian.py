@@ -1,0 +1,84 @@
+"""Exact oracles for Gaussian data (reference.md §12): denoisers, consistency functions and samplers.
+
+A Gaussian mixture's denoiser is closed form, so it serves as an exact teacher and gives the ground truth
+for consistency errors. Computations run in float64.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """D(x, σ) = μ + s²/(s²+σ²)·(x − μ) for data ~ N(μ, s²I) (§12)."""
+    sigma = sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim))
+    return mean + std**2 / (std**2 + sigma**2) * (x - mean)
+
+
+def gaussian_consistency_function(
+    x: torch.Tensor, sigma: torch.Tensor, mean: torch.Tensor, std: float, sigma_min: float
+) -> torch.Tensor:
+    """f(x, σ) = μ + √((s²+σ_min²)/(s²+σ²))·(x − μ), the exact ODE map to σ_min for N(μ, s²I) (§12)."""
+    sigma = sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim))
+    return mean + torch.sqrt((std**2 + sigma_min**2) / (std**2 + sigma**2)) * (x - mean)
+
+
+@dataclass
+class GaussianMixture:
+    """Mixture Σ_k π_k N(μ_k, Σ_k) in any dimension, with its exact denoiser (reference.md §12)."""
+
+    weights: torch.Tensor  # (K,)
+    means: torch.Tensor  # (K, d)
+    covariances: torch.Tensor  # (K, d, d)
+
+    def __post_init__(self) -> None:
+        self.weights = (self.weights / self.weights.sum()).double()
+        self.means = self.means.double()
+        self.covariances = self.covariances.double()
+
+    @classmethod
+    def isotropic(cls, means: torch.Tensor, std: float, weights: torch.Tensor | None = None) -> "GaussianMixture":
+        """Components N(μ_k, std²·I) with equal weights unless given."""
+        k, d = means.shape
+        weights = torch.ones(k) if weights is None else weights
+        return cls(weights, means, std**2 * torch.eye(d, dtype=torch.float64).expand(k, d, d).clone())
+
+    def to(self, device: torch.device | str) -> "GaussianMixture":
+        """The same mixture with its tensors on `device`."""
+        return GaussianMixture(self.weights.to(device), self.means.to(device), self.covariances.to(device))
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n independent draws (float64)."""
+        component = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        means, covariances = self.means.cpu(), self.covariances.cpu()
+        cholesky = torch.linalg.cholesky(covariances)
+        return means[component] + torch.einsum("nij,nj->ni", cholesky[component], z)
+
+    def denoiser(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """D(x,σ) = Σ_k w_k(x)(μ_k + Σ_k(Σ_k+σ²I)⁻¹(x−μ_k)), w_k ∝ π_k N(x; μ_k, Σ_k+σ²I) (§12)."""
+        shape, dtype = x.shape, x.dtype
+        x = x.reshape(shape[0], -1).double()
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(shape[0])
+        eye = torch.eye(self.dim, dtype=torch.float64, device=x.device)
+        noisy_cov = self.covariances[None] + sigma[:, None, None, None] ** 2 * eye  # (B, K, d, d)
+        cholesky = torch.linalg.cholesky(noisy_cov)
+        centred = x[:, None, :] - self.means[None]  # (B, K, d)
+        solved = torch.cholesky_solve(centred[..., None], cholesky)[..., 0]  # (Σ_k+σ²I)⁻¹(x−μ_k)
+        log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
+        log_prob = -0.5 * ((centred * solved).sum(-1) + log_det + self.dim * math.log(2 * math.pi))
+        responsibilities = torch.softmax(torch.log(self.weights)[None] + log_prob, dim=1)  # (B, K)
+        posterior_means = self.means[None] + torch.einsum("kij,bkj->bki", self.covariances, solved)
+        out = (responsibilities[..., None] * posterior_means).sum(1)
+        return out.reshape(shape).to(dtype)
+
+    def stds(self) -> torch.Tensor:
+        """Overall standard deviation of each coordinate of the mixture."""
+        mean = (self.weights[:, None] * self.means).sum(0)
+        second = (self.weights[:, None] * (torch.diagonal(self.covariances, dim1=-2, dim2=-1) + self.means**2)).sum(0)
+        return (second - mean**2).sqrt()

@@ -1,0 +1,113 @@
+"""Training objectives with their randomness passed in, so each is a pure function (reference.md §3–5).
+
+`model`, `target` and `teacher` are callables `(x, sigma) -> tensor` with `sigma` of shape (B,): a
+`Preconditioned` network with its class labels bound, or an exact denoiser. Losses are per sample.
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from .distances import Distance
+from .parameterization import append_dims
+
+Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TeacherStep = Callable[[Network, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+WEIGHTINGS = ("uniform", "snr", "snr+1", "karras", "truncated-snr", "inverse-delta")
+
+
+def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """λ(σ) = (σ² + σ_d²)/(σ·σ_d)², EDM's weighting (reference.md §3)."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def consistency_weight(name: str, sigma: torch.Tensor, sigma_next: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """λ for the pair (σ_i, σ_{i+1}): uniform (the paper's), openai's SNR variants, or iCT's 1/(σ_i−σ_{i+1})."""
+    if name == "uniform":
+        return torch.ones_like(sigma)
+    if name == "snr":
+        return sigma**-2
+    if name == "snr+1":
+        return sigma**-2 + 1
+    if name == "karras":
+        return edm_loss_weight(sigma, sigma_data)
+    if name == "truncated-snr":
+        return torch.clamp(sigma**-2, min=1.0)
+    if name == "inverse-delta":
+        return 1 / (sigma - sigma_next)
+    raise ValueError(f"unknown weighting {name!r}; choose one of {', '.join(WEIGHTINGS)}")
+
+
+def edm_loss(
+    denoiser: Network, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, sigma_data: float
+) -> torch.Tensor:
+    """λ(σ)·mean((D(x0 + σz, σ) − x0)²) per sample: the teacher's denoising loss (§3)."""
+    denoised = denoiser(x0 + append_dims(sigma, x0.ndim) * noise, sigma)
+    return edm_loss_weight(sigma, sigma_data) * (denoised - x0).square().flatten(1).mean(1)
+
+
+def _device_rng_state(device: torch.device) -> torch.Tensor:
+    module = torch if device.type == "cpu" else torch.get_device_module(device.type)
+    return module.get_rng_state()
+
+
+def _set_device_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    module = torch if device.type == "cpu" else torch.get_device_module(device.type)
+    module.set_rng_state(state)
+
+
+def paired_passes(
+    online: Callable[[], torch.Tensor], target: Callable[[], torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the online pass, then the target pass without gradient on the same random stream of `device`.
+
+    Both passes therefore draw the same dropout mask (reference.md §4); the stream continues after the
+    online pass as if the target pass had not happened.
+    """
+    start = _device_rng_state(device)
+    online_out = online()
+    after_online = _device_rng_state(device)
+    _set_device_rng_state(device, start)
+    with torch.no_grad():
+        target_out = target()
+    _set_device_rng_state(device, after_online)
+    return online_out, target_out
+
+
+def consistency_distillation_loss(
+    model: Network,
+    target: Network,
+    teacher: Network,
+    teacher_step: TeacherStep,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    distance: Distance,
+    weight: torch.Tensor,
+) -> torch.Tensor:
+    """λ·d(f_θ(x_σ, σ), f_θ⁻(x̂_σ', σ')) with x̂ one teacher ODE step from x_σ = x0 + σz (Algorithm 2, §4)."""
+    x_sigma = x0 + append_dims(sigma, x0.ndim) * noise
+    with torch.no_grad():
+        x_next = teacher_step(teacher, x_sigma, sigma, sigma_next)
+    online, target_out = paired_passes(lambda: model(x_sigma, sigma), lambda: target(x_next, sigma_next), x0.device)
+    return weight * distance(online, target_out)
+
+
+def consistency_training_loss(
+    model: Network,
+    target: Network,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    distance: Distance,
+    weight: torch.Tensor,
+) -> torch.Tensor:
+    """λ·d(f_θ(x0 + σz, σ), f_θ⁻(x0 + σ'z, σ')) with one z for both points, no teacher (Algorithm 3, §5)."""
+    online, target_out = paired_passes(
+        lambda: model(x0 + append_dims(sigma, x0.ndim) * noise, sigma),
+        lambda: target(x0 + append_dims(sigma_next, x0.ndim) * noise, sigma_next),
+        x0.device,
+    )
+    return weight * distance(online, target_out)

@@ -1,0 +1,42 @@
+"""Curricula of consistency training: pure functions of the training step k (reference.md §5, §8).
+
+Past the last step K every schedule stays at its final value, so all ranks and every resume agree.
+"""
+
+import math
+
+CT_SCHEDULE_VARIANTS = ("code", "paper")
+
+
+def _progress(step: int, total_steps: int) -> float:
+    """k/K clamped to [0, 1]."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    return min(max(step, 0), total_steps) / total_steps
+
+
+def ct_scale(step: int, total_steps: int, s0: int, s1: int) -> int:
+    """m(k) = max(1, ⌈√(k/K·((s1+1)² − s0²) + s0²) − 1⌉), the released code's `scales` before +1 (§5)."""
+    progress = _progress(step, total_steps)
+    return max(1, math.ceil(math.sqrt(progress * ((s1 + 1) ** 2 - s0**2) + s0**2) - 1))
+
+
+def ct_num_points(step: int, total_steps: int, s0: int, s1: int) -> int:
+    """N(k) = m(k) + 1 points on the CT grid at step k (§5)."""
+    return ct_scale(step, total_steps, s0, s1) + 1
+
+
+def ct_target_ema(step: int, total_steps: int, s0: int, s1: int, mu0: float, variant: str = "code") -> float:
+    """μ(k) = exp(s0·ln μ0 / m(k)) as the code computes it, or exp(s0·ln μ0 / N(k)) as the paper writes it (§5)."""
+    if variant not in CT_SCHEDULE_VARIANTS:
+        raise ValueError(f"unknown CT schedule variant {variant!r}; choose one of {CT_SCHEDULE_VARIANTS}")
+    scale = ct_scale(step, total_steps, s0, s1)
+    divisor = scale if variant == "code" else scale + 1
+    return math.exp(s0 * math.log(mu0) / divisor)
+
+
+def ict_num_points(step: int, total_steps: int, s0: int = 10, s1: int = 1280) -> int:
+    """iCT's N(k) = min(s0·2^⌊k/K'⌋, s1) + 1 with K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋ (§8)."""
+    stage_length = max(1, math.floor(total_steps / (math.log2(math.floor(s1 / s0)) + 1)))
+    stage = min(max(step, 0), total_steps) // stage_length
+    return min(s0 * 2**stage, s1) + 1

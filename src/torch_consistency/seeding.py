@@ -1,0 +1,18 @@
+"""Randomness as a pure function of (seed, step, stream), so that ranks and resumed runs agree exactly."""
+
+import numpy as np
+import torch
+
+STREAM_DATA = 0  # the global data batch
+STREAM_NOISE = 1  # the method's draws (σ indices, z) for the global batch
+STREAM_DEVICE = 2  # the per-rank device RNG (dropout)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integer keys by numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def step_generator(seed: int, step: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` seeded from (seed, step, stream)."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, step, stream))

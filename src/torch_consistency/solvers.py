@@ -1,0 +1,114 @@
+"""Probability-flow ODE solvers on any denoiser D(x, σ): dx/dσ = (x − D(x, σ))/σ (reference.md §1, §3).
+
+A denoiser is any callable `denoiser(x, sigma)` with `sigma` of shape (B,). Step functions accept a
+per-sample σ, so consistency distillation can take one teacher step from a different σ for every sample.
+"""
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .parameterization import append_dims
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SOLVERS = ("euler", "heun", "dpmpp-2m")
+
+
+@dataclass
+class ODESolution:
+    """The state at the last σ and the number of network evaluations spent."""
+
+    x: torch.Tensor
+    nfe: int
+
+
+def ode_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """dx/dσ = (x − D(x, σ))/σ (reference.md §1)."""
+    return (x - denoiser(x, sigma)) / append_dims(sigma, x.ndim)
+
+
+def euler_step(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """x' = x + (σ'−σ)·(x − D(x,σ))/σ; with σ-parameterization this is DDIM with η = 0 (§3). One call."""
+    return x + append_dims(sigma_next - sigma, x.ndim) * ode_derivative(denoiser, x, sigma)
+
+
+def heun_step(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """EDM Algorithm 2: Euler to x̃, then x' = x + (σ'−σ)(d + d̃)/2 (§3). Two calls; needs σ' > 0."""
+    d = ode_derivative(denoiser, x, sigma)
+    step = append_dims(sigma_next - sigma, x.ndim)
+    x_euler = x + step * d
+    d_next = ode_derivative(denoiser, x_euler, sigma_next)
+    return x + step * (d + d_next) / 2
+
+
+def churn_gamma(sigma: float, num_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+    """EDM's γ_i = min(S_churn/K, √2−1) for σ_i in [S_tmin, S_tmax], else 0 (§3)."""
+    if s_churn <= 0 or not s_tmin <= sigma <= s_tmax:
+        return 0.0
+    return min(s_churn / num_steps, math.sqrt(2.0) - 1.0)
+
+
+def solve_ode(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    solver: str = "heun",
+    *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> ODESolution:
+    """Integrate from sigmas[0] down to sigmas[-1] (which may be 0) with Euler, Heun or DPM-Solver++(2M).
+
+    Heun takes Euler on a last step to σ = 0 (2K−1 calls for K levels before 0). S_churn > 0 turns Heun
+    into EDM's stochastic sampler (Algorithm 2); it needs no extra network calls.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if s_churn > 0 and solver != "heun":
+        raise ValueError("churn (EDM's stochastic sampler) is defined for the Heun solver only")
+    if solver == "dpmpp-2m":
+        return _solve_dpmpp_2m(denoiser, x, sigmas)
+    levels = [float(s) for s in sigmas]
+    batch = x.shape[0]
+    nfe = 0
+    for sigma, sigma_next in itertools.pairwise(levels):
+        gamma = churn_gamma(sigma, len(levels) - 1, s_churn, s_tmin, s_tmax)
+        if gamma > 0:
+            sigma_hat = sigma * (1 + gamma)
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * noise
+            sigma = sigma_hat
+        s = x.new_full((batch,), sigma)
+        s_next = x.new_full((batch,), sigma_next)
+        if solver == "euler" or sigma_next == 0:
+            x, nfe = euler_step(denoiser, x, s, s_next), nfe + 1
+        else:
+            x, nfe = heun_step(denoiser, x, s, s_next), nfe + 2
+    return ODESolution(x, nfe)
+
+
+def _solve_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> ODESolution:
+    """DPM-Solver++(2M) in half-log-SNR time λ = −ln σ, multistep second order (Lu et al. 2022)."""
+    levels = [float(s) for s in sigmas]
+    batch = x.shape[0]
+    previous_denoised, previous_step = None, None
+    for sigma, sigma_next in itertools.pairwise(levels):
+        denoised = denoiser(x, x.new_full((batch,), sigma))
+        if sigma_next == 0:
+            x = denoised
+            break
+        step = math.log(sigma) - math.log(sigma_next)  # h = λ_next − λ
+        if previous_denoised is not None:
+            r = previous_step / step
+            denoised_estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous_denoised
+        else:
+            denoised_estimate = denoised
+        x = (sigma_next / sigma) * x - math.expm1(-step) * denoised_estimate
+        previous_denoised, previous_step = denoised, step
+    return ODESolution(x, len(levels) - 1)

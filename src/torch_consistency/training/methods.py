@@ -1,0 +1,195 @@
+"""Training methods: what each step draws and which loss it takes (teacher, CD, CT).
+
+A method turns the global batch's randomness into a per-sample loss through the pure objectives of
+`torch_consistency.objectives`; it also names the target network's EMA rate μ(k) and the values to log.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..distances import distance
+from ..errors import CheckpointError, ConfigError
+from ..objectives import (
+    consistency_distillation_loss,
+    consistency_training_loss,
+    consistency_weight,
+    edm_loss,
+)
+from ..schedules import ct_num_points, ct_target_ema
+from ..sigmas import edm_training_sigma, karras_sigmas
+from ..solvers import euler_step, heun_step
+
+Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Draws = dict[str, torch.Tensor]
+
+
+def _normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device)
+
+
+@cache
+def _grid(num_points: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
+    return karras_sigmas(num_points, sigma_min, sigma_max, rho).float()
+
+
+@dataclass
+class TeacherTraining:
+    """EDM denoiser training: ln σ ~ N(P_mean, P_std²), loss λ(σ)‖D(x0+σz, σ) − x0‖² (reference.md §3)."""
+
+    config: Config
+    parameterization = "denoiser"
+    uses_target = False
+
+    def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
+        return {"normal": _normal((batch,), generator), "noise": _normal((batch, *shape), generator)}
+
+    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+        t = self.config.teacher
+        sigma = edm_training_sigma(draws["normal"], t.p_mean, t.p_std)
+        return edm_loss(model, x0, sigma, draws["noise"], self.config.diffusion.sigma_data)
+
+    def target_rate(self, step: int) -> float:
+        return 0.0
+
+    def log_values(self, step: int) -> dict[str, Any]:
+        return {}
+
+
+class _GridPairs:
+    """Shared by CD and CT: adjacent pairs (σ_i, σ_{i+1}) drawn uniformly from an N-point Karras grid."""
+
+    config: Config
+
+    def num_points(self, step: int) -> int:
+        raise NotImplementedError
+
+    def grid(self, step: int, device: torch.device) -> torch.Tensor:
+        d = self.config.diffusion
+        return _grid(self.num_points(step), d.sigma_min, d.sigma_max, d.rho).to(device)
+
+    def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
+        index = torch.randint(0, self.num_points(step) - 1, (batch,), generator=generator, device=generator.device)
+        return {"index": index, "noise": _normal((batch, *shape), generator)}
+
+    def pair(self, step: int, draws: Draws, weighting: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        grid = self.grid(step, draws["noise"].device)
+        sigma, sigma_next = grid[draws["index"]], grid[draws["index"] + 1]
+        return (
+            sigma,
+            sigma_next,
+            consistency_weight(weighting, sigma, sigma_next, self.config.diffusion.sigma_data),
+        )
+
+
+@dataclass
+class ConsistencyDistillation(_GridPairs):
+    """CD (paper Algorithm 2, reference.md §4): one Euler or Heun teacher step between adjacent grid points."""
+
+    config: Config
+    teacher: Network
+    parameterization = "consistency"
+
+    @property
+    def uses_target(self) -> bool:
+        return self.config.cd.target_ema > 0
+
+    def num_points(self, step: int) -> int:
+        return self.config.cd.num_points
+
+    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+        cd = self.config.cd
+        sigma, sigma_next, weight = self.pair(step, draws, cd.weighting)
+        teacher_step = heun_step if cd.solver == "heun" else euler_step
+        return consistency_distillation_loss(
+            model, target, self.teacher, teacher_step, x0, draws["noise"], sigma, sigma_next,
+            distance(cd.distance), weight,
+        )  # fmt: skip
+
+    def target_rate(self, step: int) -> float:
+        return self.config.cd.target_ema
+
+    def log_values(self, step: int) -> dict[str, Any]:
+        return {"N": self.config.cd.num_points, "mu": self.config.cd.target_ema}
+
+
+@dataclass
+class ConsistencyTraining(_GridPairs):
+    """CT (paper Algorithm 3, reference.md §5): one z for both points, N(k) and μ(k) from the curriculum."""
+
+    config: Config
+    parameterization = "consistency"
+    uses_target = True
+
+    def num_points(self, step: int) -> int:
+        ct = self.config.ct
+        return ct_num_points(step, self.config.train.total_steps, ct.s0, ct.s1)
+
+    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+        ct = self.config.ct
+        sigma, sigma_next, weight = self.pair(step, draws, ct.weighting)
+        return consistency_training_loss(
+            model, target, x0, draws["noise"], sigma, sigma_next, distance(ct.distance), weight
+        )
+
+    def target_rate(self, step: int) -> float:
+        ct = self.config.ct
+        return ct_target_ema(step, self.config.train.total_steps, ct.s0, ct.s1, ct.mu0, ct.schedule)
+
+    def log_values(self, step: int) -> dict[str, Any]:
+        return {"N": self.num_points(step), "mu": self.target_rate(step)}
+
+
+@dataclass
+class Teacher:
+    """A teacher denoiser for CD and, when it is a trained network, the weights the student starts from."""
+
+    denoiser: Network
+    initial_weights: dict[str, torch.Tensor] | None
+    config: Config | None
+    sample_shape: tuple[int, ...] | None
+
+
+def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
+    """The teacher named by cd.teacher: a teacher checkpoint, or `exact` for a Gaussian mixture's denoiser."""
+    from .checkpoint import load_checkpoint
+
+    if config.cd.teacher == "exact":
+        mixture = getattr(dataset, "mixture", None)
+        if mixture is None:
+            raise ConfigError(f"cd.teacher = 'exact' needs Gaussian-mixture data; {config.data.name} has none")
+        return Teacher(mixture.to(device).denoiser, None, None, None)
+    checkpoint = load_checkpoint(config.cd.teacher)
+    if checkpoint.config.train.method != "teacher":
+        raise CheckpointError(
+            f"cd.teacher {config.cd.teacher} is a {checkpoint.config.train.method} checkpoint, not a teacher"
+        )
+    denoiser = checkpoint.build_model().to(device).requires_grad_(False)
+    weights = checkpoint.weights[checkpoint.default_weights()]
+    return Teacher(denoiser, weights, checkpoint.config, checkpoint.sample_shape)
+
+
+def student_config(config: Config, teacher: Teacher) -> Config:
+    """The CD config with the teacher's network and conditioning: the student starts from its weights."""
+    if teacher.config is None:
+        return config
+    config.network = teacher.config.network
+    config.diffusion.sigma_data = teacher.config.diffusion.sigma_data
+    config.diffusion.noise_conditioning = teacher.config.diffusion.noise_conditioning
+    return config
+
+
+def build_method(
+    config: Config, teacher: Teacher | None
+) -> TeacherTraining | ConsistencyDistillation | ConsistencyTraining:
+    """The method named by train.method."""
+    if config.train.method == "teacher":
+        return TeacherTraining(config)
+    if config.train.method == "cd":
+        assert teacher is not None, "CD needs a teacher"
+        return ConsistencyDistillation(config, teacher.denoiser)
+    return ConsistencyTraining(config)

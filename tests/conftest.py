@@ -1,0 +1,31 @@
+"""Shared fixtures: small exact problems that tests can check against closed forms."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def gaussian():
+    """Data ~ N(μ, s²I) in 3 dimensions, with the closed-form denoiser and consistency function."""
+    from torch_consistency.gaussian import gaussian_consistency_function, gaussian_denoiser
+
+    mean = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    std = 0.4
+
+    class Oracle:
+        def __init__(self):
+            self.mean, self.std = mean, std
+
+        def denoiser(self, x, sigma):
+            return gaussian_denoiser(x, sigma, mean.to(x.dtype), std)
+
+        def consistency(self, x, sigma, sigma_min=0.002):
+            return gaussian_consistency_function(x, sigma, mean.to(x.dtype), std, sigma_min)
+
+    return Oracle()

@@ -39,18 +39,24 @@ class NetworkConfig:
     embedding: str = "positional"  # positional | fourier
     fourier_scale: float = 16.0
     dropout: float = 0.0
-    preset: str = "small"  # U-Net preset
+    preset: str = "small"  # U-Net preset: tiny, small, cifar10, imagenet64
+    class_conditional: bool = False  # condition on the data's labels
 
 
 @dataclass
 class DataConfig:
-    """Which data to train on; `gmm` and `eight_gaussians` have an exact denoiser."""
+    """Which data to train on: a low-dimensional distribution or images (reference.md §14)."""
 
-    name: str = "eight_gaussians"
+    name: str = "eight_gaussians"  # toys, gmm (exact denoiser), digits, mnist, cifar10, folder, npz
     dim: int = 2  # gmm only
     components: int = 8  # gmm only
     component_std: float = 0.05  # gmm and eight_gaussians
-    path: str = ""  # image data
+    path: str = ""  # mnist, cifar10, folder, npz
+    resolution: int = 0  # folder: resize and centre-crop to this size (0 = keep; sizes must then agree)
+    channels: int = 3  # folder: 1 = grey, 3 = RGB
+    hflip: bool = False  # random horizontal flips
+    holdout_fraction: float = 0.0  # keep this fraction of the images aside (a fixed random split)
+    split: str = "train"  # train | holdout: which part of the split to use
 
 
 @dataclass
@@ -111,7 +117,8 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    sample_every: int = 0  # 0 = no sample grids during training
+    sample_every: int = 0  # write a picture of samples every this many steps (0 = never)
+    tensorboard: bool = False  # also log to RUN/tensorboard (needs the tensorboard package)
 
 
 @dataclass
@@ -167,7 +174,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{key} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    raise ConfigError(f"{key} must be {names.get(kind, kind)}, got {value!r}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -262,6 +270,12 @@ def validate(config: Config) -> None:
     _one_of(config.network.embedding, EMBEDDINGS, "network.embedding")
     _require(0 <= config.network.dropout < 1, f"network.dropout must lie in [0, 1), got {config.network.dropout}")
     _one_of(config.data.name, DATASETS, "data.name")
+    _require(0 <= config.data.holdout_fraction < 1, "data.holdout_fraction must lie in [0, 1)")
+    _one_of(config.data.split, ("train", "holdout"), "data.split")
+    if config.network.kind == "unet":
+        from .nets.unet import UNET_PRESETS
+
+        _one_of(config.network.preset, UNET_PRESETS, "network.preset")
     _one_of(o.optimizer, ("radam", "adam"), "optim.optimizer")
     _require(o.lr > 0 and o.batch_size >= 1, "optim.lr must be positive and optim.batch_size at least 1")
     _require(o.grad_clip >= 0 and o.warmup_steps >= 0, "optim.grad_clip and optim.warmup_steps must be ≥ 0")

@@ -61,21 +61,29 @@ class GaussianMixture:
         return means[component] + torch.einsum("nij,nj->ni", cholesky[component], z)
 
     def denoiser(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """D(x,σ) = Σ_k w_k(x)(μ_k + Σ_k(Σ_k+σ²I)⁻¹(x−μ_k)), w_k ∝ π_k N(x; μ_k, Σ_k+σ²I) (§12)."""
+        """D(x,σ) = Σ_k w_k(x)(μ_k + Σ_k(Σ_k+σ²I)⁻¹(x−μ_k)), w_k ∝ π_k N(x; μ_k, Σ_k+σ²I) (§12).
+
+        With Σ_k = U_k Λ_k U_kᵀ precomputed, (Σ_k+σ²I)⁻¹ = U_k (Λ_k+σ²)⁻¹ U_kᵀ for every σ at no extra cost.
+        """
         shape, dtype = x.shape, x.dtype
         x = x.reshape(shape[0], -1).double()
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(shape[0])
-        eye = torch.eye(self.dim, dtype=torch.float64, device=x.device)
-        noisy_cov = self.covariances[None] + sigma[:, None, None, None] ** 2 * eye  # (B, K, d, d)
-        cholesky = torch.linalg.cholesky(noisy_cov)
-        centred = x[:, None, :] - self.means[None]  # (B, K, d)
-        solved = torch.cholesky_solve(centred[..., None], cholesky)[..., 0]  # (Σ_k+σ²I)⁻¹(x−μ_k)
-        log_det = 2 * torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1)
-        log_prob = -0.5 * ((centred * solved).sum(-1) + log_det + self.dim * math.log(2 * math.pi))
+        eigenvalues, eigenvectors = self._eigen
+        centred = torch.einsum("kji,bkj->bki", eigenvectors, x[:, None, :] - self.means[None])  # U_kᵀ(x − μ_k)
+        noisy = eigenvalues[None] + sigma[:, None, None] ** 2  # (B, K, d): eigenvalues of Σ_k + σ²I
+        log_prob = -0.5 * ((centred**2 / noisy).sum(-1) + torch.log(noisy).sum(-1) + self.dim * math.log(2 * math.pi))
         responsibilities = torch.softmax(torch.log(self.weights)[None] + log_prob, dim=1)  # (B, K)
-        posterior_means = self.means[None] + torch.einsum("kij,bkj->bki", self.covariances, solved)
+        shrunk = eigenvalues[None] / noisy * centred  # Λ_k(Λ_k+σ²)⁻¹ U_kᵀ(x − μ_k)
+        posterior_means = self.means[None] + torch.einsum("kij,bkj->bki", eigenvectors, shrunk)
         out = (responsibilities[..., None] * posterior_means).sum(1)
         return out.reshape(shape).to(dtype)
+
+    @property
+    def _eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (K, d) and eigenvectors (K, d, d) of the component covariances, computed once."""
+        if getattr(self, "_eigen_cache", None) is None or self._eigen_cache[0].device != self.means.device:
+            self._eigen_cache = torch.linalg.eigh(self.covariances)
+        return self._eigen_cache
 
     def stds(self) -> torch.Tensor:
         """Overall standard deviation of each coordinate of the mixture."""

@@ -6,6 +6,7 @@ import torch
 STREAM_DATA = 0  # the global data batch
 STREAM_NOISE = 1  # the method's draws (σ indices, z) for the global batch
 STREAM_DEVICE = 2  # the per-rank device RNG (dropout)
+STREAM_INIT = 3  # the initial weights
 
 
 def derive_seed(*keys: int) -> int:

@@ -1,14 +1,35 @@
-"""Datasets: low-dimensional distributions sampled on the fly."""
+"""Datasets: low-dimensional distributions sampled on the fly, and images held in memory."""
 
 from ..config import DataConfig
+from ..errors import DataError
+from .images import ImageDataset, load_cifar10, load_digits, load_image_folder, load_mnist, load_npz
 from .toy import TOY_DATASETS, Distribution, toy_distribution
 
-DATASETS = TOY_DATASETS
+IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder", "npz")
+DATASETS = TOY_DATASETS + IMAGE_DATASETS
+Dataset = Distribution | ImageDataset
 
 
-def build_dataset(config: DataConfig) -> Distribution:
-    """The dataset described by `config`."""
-    return toy_distribution(config.name, config.dim, config.components, config.component_std)
+def build_dataset(config: DataConfig) -> Dataset:
+    """The dataset described by `config` (raises DataError for missing or unreadable files)."""
+    if config.name in TOY_DATASETS:
+        return toy_distribution(config.name, config.dim, config.components, config.component_std)
+    if config.name != "digits" and not config.path:
+        raise DataError(f"data.path must name the {config.name} files")
+    if config.name == "digits":
+        dataset = load_digits()
+    elif config.name == "mnist":
+        dataset = load_mnist(config.path)
+    elif config.name == "cifar10":
+        dataset = load_cifar10(config.path)
+    elif config.name == "folder":
+        dataset = load_image_folder(config.path, config.resolution, config.channels)
+    else:
+        dataset = load_npz(config.path)
+    dataset.hflip = config.hflip
+    if config.holdout_fraction > 0:
+        dataset = dataset.split(config.holdout_fraction, config.split)
+    return dataset
 
 
-__all__ = ["DATASETS", "Distribution", "build_dataset"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "Dataset", "Distribution", "ImageDataset", "build_dataset"]

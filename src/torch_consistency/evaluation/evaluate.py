@@ -2,11 +2,14 @@
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
+from ..config import Config
 from ..data import Distribution
 from ..generate import Generated, generate, teacher_sigmas
+from ..parameterization import Preconditioned
 from ..seeding import derive_seed
 from ..sigmas import default_sampling_sigmas, karras_sigmas
 from ..training.checkpoint import Checkpoint
@@ -44,24 +47,32 @@ def data_floor(dataset: Distribution, num_samples: int, seed: int) -> Score:
     return score("data", held_out(dataset, num_samples, seed, 1), held_out(dataset, num_samples, seed, 0), 0)
 
 
-def sample_checkpoint(
-    checkpoint: Checkpoint, num_samples: int, *, steps: int | None = None, sigmas: Sequence[float] | None = None,
-    teacher_levels: int | None = None, solver: str | None = None, weights: str | None = None, seed: int = 0,
-    device: str = "cpu", progress: bool = False,
+def sample_model(
+    model: Preconditioned, config: Config, sample_shape: tuple[int, ...], num_classes: int, num_samples: int, *,
+    steps: int | None = None, sigmas: Sequence[float] | None = None, teacher_levels: int | None = None,
+    solver: str | None = None, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
 ) -> Generated:  # fmt: skip
-    """Samples from a checkpoint: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`."""
-    config, d = checkpoint.config, checkpoint.config.diffusion
-    model = checkpoint.build_model(weights)
-    if checkpoint.parameterization == "denoiser":
+    """Samples from a model: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`."""
+    d = config.diffusion
+    if model.parameterization == "denoiser":
         levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
         solver = solver or config.sampling.teacher_solver
     else:
         levels = sigmas if sigmas is not None else default_sampling_sigmas(steps or 1, d.sigma_min, d.sigma_max, d.rho)
     return generate(
-        model, num_samples, checkpoint.sample_shape, levels, sigma_min=d.sigma_min, solver=solver,
-        num_classes=checkpoint.num_classes, seed=seed, clip_denoised=config.sampling.clip_denoised,
-        device=device, progress=progress,
+        model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
+        seed=seed, clip_denoised=config.sampling.clip_denoised, device=device, progress=progress,
     )  # fmt: skip
+
+
+def sample_checkpoint(
+    checkpoint: Checkpoint, num_samples: int, *, weights: str | None = None, **options: Any
+) -> Generated:
+    """Samples from a checkpoint's weight set `weights` (default: its first EMA); options as for sample_model."""
+    model = checkpoint.build_model(weights)
+    return sample_model(
+        model, checkpoint.config, checkpoint.sample_shape, checkpoint.num_classes, num_samples, **options
+    )
 
 
 def evaluate_checkpoint(

@@ -26,6 +26,10 @@ def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: in
             num_classes=num_classes,
             dropout=net.dropout,
         )
+    if net.kind == "unet":
+        from .unet import build_unet  # imports diffusers: only when needed
+
+        return build_unet(net.preset, sample_shape, num_classes, net.dropout)
     raise ValueError(f"unknown network kind {net.kind!r}; choose one of {', '.join(NETWORK_KINDS)}")
 
 

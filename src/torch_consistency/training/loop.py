@@ -5,7 +5,6 @@ the device RNG (dropout). A resumed run therefore continues exactly, and a run o
 the same global batch as one process.
 """
 
-import json
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -20,10 +19,11 @@ from ..data import build_dataset
 from ..errors import ConfigError
 from ..files import write_json_atomic
 from ..nets import build_model
-from ..seeding import STREAM_DEVICE, STREAM_NOISE, derive_seed, step_generator
+from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .ema import ema_copy, ema_label, ema_update
+from .logs import RunLog
 from .methods import build_method, load_teacher, student_config
 
 
@@ -56,23 +56,27 @@ def train(config: Config | None, run_dir: str | Path, resume: bool = False, prog
 
 
 def _train(
-    config: Config,
-    checkpoint: Checkpoint | None,
-    run_dir: Path,
-    progress: bool,
-    place: distributed.Distributed,
+    config: Config, checkpoint: Checkpoint | None, run_dir: Path, progress: bool, place: distributed.Distributed
 ) -> Path:
-    t, device = config.train, place.device
-    if config.optim.batch_size % place.world_size:
-        raise ConfigError(f"optim.batch_size {config.optim.batch_size} is not divisible by {place.world_size} ranks")
+    t, device, batch = config.train, place.device, config.optim.batch_size
+    if batch % place.world_size:
+        raise ConfigError(f"optim.batch_size {batch} is not divisible by {place.world_size} ranks")
 
+    # Data, teacher and method.
     dataset = build_dataset(config.data)
     teacher = load_teacher(config, dataset, device) if t.method == "cd" else None
     if teacher is not None:
         config = student_config(config, teacher)
     method = build_method(config, teacher)
+    num_classes = dataset.num_classes if config.network.class_conditional else 0
+    if config.network.class_conditional and num_classes == 0:
+        raise ConfigError(f"network.class_conditional needs labelled data; {config.data.name} has no labels")
 
-    model = build_model(config, method.parameterization, dataset.sample_shape, dataset.num_classes).to(device)
+    # Networks: online weights θ, target θ⁻ (when it is not θ itself), evaluation EMAs, optimizer.
+    memory_format = torch.channels_last if len(dataset.sample_shape) == 3 else torch.contiguous_format
+    torch.manual_seed(derive_seed(t.seed, STREAM_INIT))
+    model = build_model(config, method.parameterization, dataset.sample_shape, num_classes)
+    model = model.to(device, memory_format=memory_format)
     if teacher is not None and teacher.initial_weights is not None:
         load_weights(model, teacher.initial_weights, f"teacher {config.cd.teacher}")
     target = ema_copy(model) if method.uses_target else None
@@ -87,41 +91,47 @@ def _train(
             load_weights(average, checkpoint.weights[ema_label(rate)], str(checkpoint.path))
         optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
         start = checkpoint.step
-        if place.is_main:
-            _truncate_log(run_dir / "log.jsonl", start)
     elif place.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "config.json", config.to_dict())
     distributed.barrier(place)
 
+    def save(step: int) -> None:
+        modules = {"online": model, **{ema_label(rate): average for rate, average in emas.items()}}
+        if target is not None:
+            modules["target"] = target
+        save_checkpoint(
+            run_dir, step, config, dataset.sample_shape, num_classes, modules,
+            {"optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints,
+        )  # fmt: skip
+
     online = DistributedDataParallel(model) if place.world_size > 1 else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else nullcontext()
-    shard = place.shard(config.optim.batch_size)
-    log = open(run_dir / "log.jsonl", "a") if place.is_main else None
+    shard = place.shard(batch)
+    log = RunLog(run_dir, start if checkpoint else None, t.tensorboard) if place.is_main else None
     bar = tqdm(total=t.total_steps, initial=start, disable=not (progress and place.is_main), desc=t.method)
     model.train()
     try:
         for step in range(start, t.total_steps):
             tic = time.perf_counter()
+            # The global batch and its randomness, then this rank's rows of it.
             torch.manual_seed(derive_seed(t.seed, step, STREAM_DEVICE, place.rank))
-            x0, labels = dataset.training_batch(step, config.optim.batch_size, t.seed)
-            draws = method.draw(
-                step, config.optim.batch_size, dataset.sample_shape,
-                step_generator(t.seed, step, STREAM_NOISE, device),
-            )  # fmt: skip
-            x0 = x0[shard].to(device)
-            labels = labels[shard].to(device) if labels is not None else None
+            x0, labels = dataset.training_batch(step, batch, t.seed)
+            noise_generator = step_generator(t.seed, step, STREAM_NOISE, device)
+            draws = method.draw(step, batch, dataset.sample_shape, noise_generator)
+            x0 = x0[shard].to(device, memory_format=memory_format)
+            labels = labels[shard].to(device) if labels is not None and num_classes > 0 else None
             draws = {name: value[shard] for name, value in draws.items()}
 
+            # Loss, gradient step, target and EMA updates.
             student = partial(_with_labels, online, labels=labels)
             target_fn = partial(_with_labels, target if target is not None else model, labels=labels)
             with autocast:
                 loss = method.loss(student, target_fn, x0, draws, step).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
-            )
+            max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
             optimizer.step()
@@ -130,6 +140,7 @@ def _train(
             for rate, average in emas.items():
                 ema_update(average, model, rate)
 
+            # Logs, pictures and checkpoints (rank 0 writes every file).
             done = step + 1
             if log is not None:
                 record = {
@@ -138,22 +149,19 @@ def _train(
                     "lr": learning_rate(config, step),
                     "grad_norm": grad_norm.item(),
                     **method.log_values(step),
-                    "samples_per_s": config.optim.batch_size / (time.perf_counter() - tic),
+                    "samples_per_s": batch / (time.perf_counter() - tic),
                 }
-                log.write(json.dumps(record) + "\n")
+                log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             bar.update()
+            if place.is_main and t.sample_every and done % t.sample_every == 0:
+                _save_preview(config, next(iter(emas.values()), model), dataset, num_classes, run_dir, done, device)
+                model.train()
             if done % t.checkpoint_every == 0 or done == t.total_steps:
                 if log is not None:
                     log.flush()
                 if place.is_main:
-                    modules = {"online": model, **{ema_label(r): m for r, m in emas.items()}}
-                    if target is not None:
-                        modules["target"] = target
-                    save_checkpoint(
-                        run_dir, done, config, dataset.sample_shape, dataset.num_classes, modules,
-                        {"optimizer": optimizer.state_dict()}, keep=t.keep_checkpoints,
-                    )  # fmt: skip
+                    save(done)
                 distributed.barrier(place)
     finally:
         bar.close()
@@ -167,18 +175,13 @@ def _with_labels(module: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, 
     return module(x, sigma, labels)
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines of steps after `step`: a resumed run writes them again."""
-    if not path.exists():
-        return
-    kept = [
-        line for line in path.read_text().splitlines() if _logged_step(line) is not None and _logged_step(line) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
+def _save_preview(config, model, dataset, num_classes, run_dir: Path, step: int, device) -> None:
+    """RUN/samples/step-N.png: 64 samples (1 step for consistency models, the default ODE for teachers)."""
+    from ..evaluation.evaluate import sample_model
+    from ..evaluation.plots import save_samples_picture
 
-
-def _logged_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None  # a line cut short by a crash
+    generated = sample_model(
+        model, config, dataset.sample_shape, num_classes, 64 if len(dataset.sample_shape) == 3 else 1000,
+        steps=1, seed=0, device=device,
+    )  # fmt: skip
+    save_samples_picture(generated.x, run_dir / "samples" / f"step-{step:08d}.png", title=f"step {step}")

@@ -1,0 +1,85 @@
+"""diffusers' UNet2DModel as F_θ(x, c_noise, class), built from named presets.
+
+The U-Net receives c_in·x and c_noise = 250·ln σ as its `timestep` (positional embedding), which is what
+diffusers' CMStochasticIterativeScheduler feeds it, so an exported model runs in ConsistencyModelPipeline.
+"""
+
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+
+UNET_PRESETS: dict[str, dict[str, Any]] = {
+    # 8×8 digits: ~0.4M parameters
+    "tiny": {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+        "attention_head_dim": 16,
+    },
+    # 28×28 MNIST: ~2M parameters, fast on a CPU
+    "small": {
+        "block_out_channels": (32, 64, 96),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 16,
+        "attention_head_dim": 32,
+    },
+    # 32×32 CIFAR-10: ~36M parameters (DDPM's layout), for GPUs
+    "cifar10": {
+        "block_out_channels": (128, 256, 256, 256),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 32,
+        "attention_head_dim": 64,
+        "resnet_time_scale_shift": "scale_shift",
+    },
+    # 64×64 ImageNet: the layout of openai's consistency models (~300M parameters), for GPUs
+    "imagenet64": {
+        "block_out_channels": (192, 384, 576, 768),
+        "layers_per_block": 3,
+        "down_block_types": ("ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        "norm_num_groups": 32,
+        "attention_head_dim": 64,
+        "resnet_time_scale_shift": "scale_shift",
+        "downsample_type": "resnet",
+        "upsample_type": "resnet",
+    },
+}
+
+
+class UNet(nn.Module):
+    """Calls `UNet2DModel(x, timestep=c_noise, class_labels)` and returns its sample."""
+
+    def __init__(self, unet: UNet2DModel) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.unet.config.num_class_embeds is not None and class_labels is None:
+            raise ValueError("this U-Net is class-conditional: pass class_labels")
+        return self.unet(x, c_noise, class_labels=class_labels).sample
+
+
+def build_unet(preset: str, sample_shape: tuple[int, ...], num_classes: int = 0, dropout: float = 0.0) -> UNet:
+    """The U-Net preset `preset` for images of shape (C, H, W), class-conditional when num_classes > 0."""
+    if preset not in UNET_PRESETS:
+        raise ValueError(f"unknown U-Net preset {preset!r}; choose one of {', '.join(UNET_PRESETS)}")
+    if len(sample_shape) != 3:
+        raise ValueError(f"a U-Net needs images of shape (C, H, W), got samples of shape {tuple(sample_shape)}")
+    channels, height, width = sample_shape
+    unet = UNet2DModel(
+        sample_size=(height, width),
+        in_channels=channels,
+        out_channels=channels,
+        dropout=dropout,
+        num_class_embeds=num_classes if num_classes > 0 else None,
+        **UNET_PRESETS[preset],
+    )
+    return UNet(unet)

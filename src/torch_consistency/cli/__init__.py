@@ -18,14 +18,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from . import demo, evaluate, sample, train
+    from . import demo, edit, evaluate, export, sample, train
 
     parser = Parser(
         prog="cm",
         description="Consistency models: train a teacher, distil it (CD) or train from scratch (CT), sample, evaluate.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for module in (train, sample, evaluate, demo):
+    for module in (train, sample, evaluate, export, edit, demo):
         module.register(commands)
     return parser
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..files import atomic_path
-from ..schedules import ct_num_points
 from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
 from ..training.checkpoint import Checkpoint
 
@@ -48,7 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "sample",
         help="draw samples from a checkpoint",
         description="Draw samples from a consistency model (one or more steps) or a teacher (ODE solver). "
-        "Writes OUT/samples.npz and a picture OUT/samples.png.",
+        "Writes OUT/samples.npz (images: uint8 NHWC as arr_0 and labels as arr_1, the layout of openai's "
+        "evaluator; vectors: float32 as samples) and a picture OUT/samples.png.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,19 +66,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def training_grid_points(checkpoint: Checkpoint) -> int:
-    """N of the grid the model was trained on: cd.num_points, or CT's final N(K)."""
-    config = checkpoint.config
-    if config.train.method == "cd":
-        return config.cd.num_points
-    total = config.train.total_steps
-    return ct_num_points(total, total, config.ct.s0, config.ct.s1)
-
-
 def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[float] | None:
     """The σ's chosen on the command line, or None for the default at --steps."""
     d = checkpoint.config.diffusion
-    grid_points = args.grid_points or training_grid_points(checkpoint)
+    grid_points = args.grid_points or checkpoint.grid_points()
     try:
         if args.sigmas is not None:
             return args.sigmas
@@ -95,7 +86,7 @@ def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[fl
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import sample_checkpoint
-    from ..evaluation.plots import save_samples_picture
+    from ..evaluation.plots import save_samples_picture, to_uint8
     from ..training.checkpoint import load_checkpoint
 
     if args.num < 1:
@@ -108,12 +99,17 @@ def run(args: argparse.Namespace) -> int:
         checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
         solver=args.solver, weights=args.weights, seed=args.seed, device=args.device, progress=True,
     )  # fmt: skip
-    arrays = {"samples": generated.x.numpy(), "nfe": np.array(generated.nfe)}
-    if generated.labels is not None:
-        arrays["labels"] = generated.labels.numpy()
-    with atomic_path(args.out / "samples.npz") as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+    if generated.x.ndim == 4:  # images: uint8 NHWC as arr_0 and labels as arr_1, the layout openai's evaluator reads
+        arrays = {"arr_0": to_uint8(generated.x)}
+        if generated.labels is not None:
+            arrays["arr_1"] = generated.labels.numpy()
+    else:
+        arrays = {"samples": generated.x.numpy()}
+        if generated.labels is not None:
+            arrays["labels"] = generated.labels.numpy()
+    arrays["nfe"] = np.array(generated.nfe)
+    with atomic_path(args.out / "samples.npz") as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
     picture = save_samples_picture(generated.x, args.out / "samples.png", title=f"{generated.nfe} NFE")
     print(f"{len(generated.x)} samples at {generated.nfe} NFE: {args.out / 'samples.npz'}, {picture}")
     return 0

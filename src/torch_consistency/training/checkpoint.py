@@ -26,6 +26,7 @@ from ..errors import CheckpointError, ConfigError
 from ..files import fsync_path
 from ..nets import build_model
 from ..parameterization import Preconditioned
+from ..schedules import ct_num_points
 
 FORMAT = "torch-consistency"
 FORMAT_VERSION = 1
@@ -47,6 +48,14 @@ class Checkpoint:
     @property
     def parameterization(self) -> str:
         return "denoiser" if self.config.train.method == "teacher" else "consistency"
+
+    def grid_points(self) -> int:
+        """N of the grid the model was trained on: cd.num_points, or CT's final N(K)."""
+        config = self.config
+        if config.train.method == "cd":
+            return config.cd.num_points
+        total = config.train.total_steps
+        return ct_num_points(total, total, config.ct.s0, config.ct.s1)
 
     def default_weights(self) -> str:
         """The first evaluation EMA if one was kept, else the online weights."""

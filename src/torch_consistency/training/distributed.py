@@ -49,3 +49,29 @@ def barrier(place: Distributed) -> None:
 def teardown(place: Distributed) -> None:
     if place.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def assert_in_sync(place: Distributed, module: torch.nn.Module) -> None:
+    """Raise if the ranks' copies of `module` differ (compares a float64 fingerprint of all weights)."""
+    if place.world_size == 1:
+        return
+    with torch.no_grad():
+        fingerprint = torch.stack(
+            [
+                sum(p.double().sum() for p in module.parameters()),
+                sum(p.double().square().sum() for p in module.parameters()),
+            ]
+        ).to(place.device)
+    gathered = [torch.empty_like(fingerprint) for _ in range(place.world_size)]
+    dist.all_gather(gathered, fingerprint)
+    if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+        raise RuntimeError(f"the ranks' weights have diverged: fingerprints {[g.tolist() for g in gathered]}")
+
+
+def global_mean(place: Distributed, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-rank scalar over all ranks (for logging the loss of the whole global batch)."""
+    if place.world_size == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / place.world_size

@@ -155,7 +155,14 @@ class Teacher:
 
 
 def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
-    """The teacher named by cd.teacher: a teacher checkpoint, or `exact` for a Gaussian mixture's denoiser."""
+    """The teacher named by cd.teacher: a teacher checkpoint, `exact` for a Gaussian mixture's denoiser, or a
+    diffusers folder (`interop.diffusers`).
+
+    A DDPM/DDIM pipeline teacher is mapped VP → VE; the student is the configured network with random weights
+    (the ε-network's parameterization differs). A bare UNet2DModel teacher is F_θ of an EDM denoiser (openai
+    c_noise, diffusion.sigma_data); the student takes its architecture (the matching U-Net preset) and weights.
+    """
+    from ..interop import is_diffusers_folder
     from .checkpoint import load_checkpoint
 
     if config.cd.teacher == "exact":
@@ -163,6 +170,14 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
         if mixture is None:
             raise ConfigError(f"cd.teacher = 'exact' needs Gaussian-mixture data; {config.data.name} has none")
         return Teacher(mixture.to(device).denoiser, None, None, None)
+    if is_diffusers_folder(config.cd.teacher):
+        from ..interop.diffusers import diffusers_student_config, load_diffusers_teacher
+
+        d = config.diffusion
+        denoiser, info = load_diffusers_teacher(config.cd.teacher, device, d.sigma_data, d.sigma_min)
+        student = diffusers_student_config(config, info, dataset.sample_shape)
+        weights = info.initial_weights if student is not None else None
+        return Teacher(denoiser.requires_grad_(False), weights, student, info.sample_shape)
     checkpoint = load_checkpoint(config.cd.teacher)
     if checkpoint.config.train.method != "teacher":
         raise CheckpointError(
@@ -183,9 +198,10 @@ def student_config(config: Config, teacher: Teacher) -> Config:
     return config
 
 
-def build_method(
-    config: Config, teacher: Teacher | None
-) -> TeacherTraining | ConsistencyDistillation | ConsistencyTraining:
+Method = TeacherTraining | ConsistencyDistillation | ConsistencyTraining
+
+
+def build_method(config: Config, teacher: Teacher | None) -> Method:
     """The method named by train.method."""
     if config.train.method == "teacher":
         return TeacherTraining(config)

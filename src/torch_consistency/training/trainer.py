@@ -1,0 +1,103 @@
+"""One optimisation step of any method: loss, gradient, clipping, optimizer, target and EMA updates."""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..nets import build_model
+from .ema import ema_copy, ema_label, ema_update
+from .methods import Draws, Method
+
+
+def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    """RAdam (the paper's) or Adam."""
+    o = config.optim
+    kind = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
+    return kind(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+def learning_rate(config: Config, step: int) -> float:
+    """Linear warm-up over optim.warmup_steps, then constant."""
+    o = config.optim
+    return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+
+
+@dataclass
+class Trainer:
+    """The weights a method trains: θ (`model`), θ⁻ when it is not θ itself (`target`), evaluation EMAs."""
+
+    config: Config
+    method: Method
+    model: nn.Module
+    target: nn.Module | None
+    emas: dict[float, nn.Module]
+    optimizer: torch.optim.Optimizer
+    online: nn.Module | None = None  # `model`, or its DistributedDataParallel wrapper
+    autocast: Callable[[], AbstractContextManager] = field(default=nullcontext)
+
+    @classmethod
+    def create(
+        cls, config: Config, method: Method, sample_shape: tuple[int, ...], num_classes: int, device: torch.device
+    ) -> "Trainer":
+        """Fresh weights (seed the global RNG first for reproducible initialisation)."""
+        memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
+        model = build_model(config, method.parameterization, sample_shape, num_classes)
+        model = model.to(device, memory_format=memory_format).train()
+        target = ema_copy(model) if method.uses_target else None
+        emas = {rate: ema_copy(model).eval() for rate in config.train.ema_rates}
+        autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if config.train.precision == "bf16"
+            else nullcontext
+        )
+        return cls(config, method, model, target, emas, build_optimizer(config, model.parameters()), autocast=autocast)
+
+    def __post_init__(self) -> None:
+        self.online = self.online or self.model
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Weight sets as saved in a checkpoint: online, target (if any), ema-RATE."""
+        modules = {"online": self.model, **{ema_label(rate): average for rate, average in self.emas.items()}}
+        if self.target is not None:
+            modules["target"] = self.target
+        return modules
+
+    def reset_averages(self) -> None:
+        """Make target and EMAs equal to the current weights (after loading initial weights)."""
+        for average in [*self.emas.values(), *([self.target] if self.target is not None else [])]:
+            ema_update(average, self.model, 0.0)
+
+    def step(self, step: int, x0: torch.Tensor, labels: torch.Tensor | None, draws: Draws) -> StepResult:
+        """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → EMAs."""
+        target = self.target if self.target is not None else self.model
+
+        def student(x, sigma):
+            return self.online(x, sigma, labels)
+
+        def target_fn(x, sigma):
+            return target(x, sigma, labels)
+
+        with self.autocast():
+            loss = self.method.loss(student, target_fn, x0, draws, step).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, step)
+        self.optimizer.step()
+        if self.target is not None:
+            ema_update(self.target, self.model, self.method.target_rate(step))
+        for rate, average in self.emas.items():
+            ema_update(average, self.model, rate)
+        return StepResult(loss.detach(), grad_norm)

@@ -5,6 +5,7 @@ complete and nothing has to be repeated on the command line.
 """
 
 import dataclasses
+import itertools
 import math
 import tomllib
 import typing
@@ -128,6 +129,8 @@ class SamplingConfig:
     clip_denoised: bool = False  # clamp f to [-1, 1] (images)
     teacher_solver: str = "heun"
     teacher_steps: int = 18  # Karras levels before the final 0; Heun spends 2K−1 evaluations
+    sigmas_2: list[float] = field(default_factory=list)  # 2-step σ's found by `cm eval --search-sigmas`
+    sigmas_3: list[float] = field(default_factory=list)  # 3-step σ's (empty: a Karras grid of steps + 1)
 
 
 @dataclass
@@ -292,6 +295,12 @@ def validate(config: Config) -> None:
         _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
     _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
     _require(config.sampling.teacher_steps >= 1, "sampling.teacher_steps must be at least 1")
+    for steps in (2, 3):
+        sigmas = getattr(config.sampling, f"sigmas_{steps}")
+        _require(
+            not sigmas or (len(sigmas) == steps and all(a > b > 0 for a, b in itertools.pairwise(sigmas))),
+            f"sampling.sigmas_{steps} must be empty or {steps} decreasing positive σ's, got {sigmas}",
+        )
     if t.method == "cd":
         _require(
             bool(cd.teacher),

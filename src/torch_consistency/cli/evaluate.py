@@ -9,15 +9,24 @@ EXAMPLES = """
 examples:
   cm eval --checkpoint runs/cd --steps 1,2,4 --out results/cd
   cm eval --checkpoint runs/teacher --teacher-steps 10,18,40 --out results/teacher
+  cm eval --checkpoint runs/mnist-cd --num 10000 --out results/mnist-cd            # classifier features
+  cm eval --checkpoint runs/cifar-cd --features inception --inception-weights pt_inception-2015-12-05-6726825d.pth \\
+      --out results/cifar-cd
+  cm eval --checkpoint runs/mnist-cd --search-sigmas --out results/search          # stores the best 2-/3-step σ's
+
+Low-dimensional data: W2, MMD² and (for Gaussian mixtures) the consistency error against the exact ODE.
+Images: the Fréchet distance (FID on Inception features; FD_classifier on the features of a classifier trained
+on the same labelled data, which is not comparable with FID), KID and k = 3 precision/recall against the
+held-out split (data.holdout_fraction) or the training images. The data floor compares two real sets.
 """
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
-        help="score a checkpoint (W2, MMD², consistency error) at several step counts",
+        help="score a checkpoint at several step counts (W2/MMD² for vectors; FD, KID, precision/recall for images)",
         description="Score samples of a checkpoint against held-out data and write OUT/results.json, "
-        "OUT/results.md and OUT/samples.png. The data floor (two real sets) is reported beside them.",
+        "OUT/results.md and pictures. The data floor (two real sets) is reported beside them.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -25,34 +34,56 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--steps", type=int_list, default=[1, 2, 4], help="consistency steps to score (default 1,2,4)")
     parser.add_argument("--teacher-steps", type=int_list, default=[18], help="teacher Karras levels (default 18)")
-    parser.add_argument("--num", type=int, default=2000, help="samples per score (default 2000)")
+    parser.add_argument("--num", type=int, default=None, help="samples per score (default 2000 vectors, 10000 images)")
+    parser.add_argument("--features", choices=("classifier", "inception"), default="classifier", help="image features")
+    parser.add_argument("--inception-weights", type=Path, help="pytorch-fid, torch-fidelity or clean-fid weights")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "torch-consistency",
+        help="folder for the classifier and reference statistics",
+    )
+    parser.add_argument(
+        "--search-sigmas",
+        action="store_true",
+        help="find the best 2- and 3-step σ's (greedy ternary search) and store them in the checkpoint",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import build_dataset
     from ..errors import ConfigError
+    from ..training.checkpoint import load_checkpoint
+
+    if (args.num is not None and args.num < 2) or min(args.steps) < 1 or min(args.teacher_steps) < 1:
+        raise ConfigError("--num must be at least 2 and step counts at least 1")
+    checkpoint = load_checkpoint(args.checkpoint)
+    if len(checkpoint.sample_shape) == 3:
+        from .evaluate_images import run_images
+
+        return run_images(args, checkpoint)
+    return run_vectors(args, checkpoint)
+
+
+def run_vectors(args: argparse.Namespace, checkpoint) -> int:
+    from ..data import build_dataset
     from ..evaluation.evaluate import consistency_error_of, data_floor, evaluate_checkpoint
     from ..evaluation.plots import save_scatter_grid
     from ..evaluation.report import scores_table
     from ..files import write_json_atomic, write_text_atomic
-    from ..training.checkpoint import load_checkpoint
 
-    if args.num < 2 or min(args.steps) < 1 or min(args.teacher_steps) < 1:
-        raise ConfigError("--num must be at least 2 and step counts at least 1")
-    checkpoint = load_checkpoint(args.checkpoint)
+    num = args.num or 2000
     dataset = build_dataset(checkpoint.config.data)
-    label = checkpoint.config.train.method
     scores, samples = evaluate_checkpoint(
-        checkpoint, dataset, label=label, steps=args.steps, teacher_levels=args.teacher_steps,
-        num_samples=args.num, seed=args.seed,
+        checkpoint, dataset, label=checkpoint.config.train.method, steps=args.steps,
+        teacher_levels=args.teacher_steps, num_samples=num, seed=args.seed,
     )  # fmt: skip
-    floor = data_floor(dataset, args.num, args.seed)
-    error = consistency_error_of(checkpoint, dataset, seed=args.seed)
+    floor = data_floor(dataset, num, args.seed)
+    error = consistency_error_of(checkpoint, dataset, num_samples=min(num, 500), seed=args.seed)
     results = {
         "checkpoint": str(checkpoint.path),
         "step": checkpoint.step,
-        "num_samples": args.num,
+        "num_samples": num,
         "data_floor": floor.to_dict(),
         "scores": [s.to_dict() for s in scores],
         "consistency_error": None if error is None else {"mean": error.mean, **vars(error)},

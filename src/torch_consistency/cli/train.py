@@ -4,13 +4,15 @@ import argparse
 from pathlib import Path
 
 from ..config import METHODS, load_config
+from ..configs import bundled_configs, config_path
 from ..errors import ConfigError
 
 EXAMPLES = """
 examples:
-  cm train teacher configs/toy.toml --out runs/teacher
-  cm train cd configs/toy.toml --out runs/cd --set cd.teacher=runs/teacher --set cd.solver=euler
-  cm train ct configs/toy.toml --out runs/ct --set train.total_steps=20000
+  cm train teacher toy_teacher --out runs/teacher
+  cm train cd toy_cd --out runs/cd --set cd.teacher=runs/teacher --set cd.solver=euler
+  cm train ct toy_ct --out runs/ct --set train.total_steps=20000
+  cm train teacher my_config.toml --out runs/mine --set data.name=mnist --set data.path=data/mnist
   cm train --resume runs/cd
 
 Config sections: [train] [diffusion] [network] [data] [optim] [teacher] [cd] [ct] [sampling]; every key is
@@ -29,7 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("method", nargs="?", choices=METHODS, help="what to train (sets train.method)")
-    parser.add_argument("config", nargs="?", type=Path, help="TOML config file (defaults are used for what it omits)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        help=f"TOML config file, or a bundled one: {', '.join(bundled_configs())} (defaults fill what it omits)",
+    )
     parser.add_argument("--out", type=Path, help="run folder for checkpoints, log.jsonl and config.json")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -54,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("name what to train: cm train {teacher,cd,ct} [CONFIG] --out RUN (or --resume RUN)")
         if args.out is None:
             raise ConfigError("--out RUN is required: the folder for checkpoints and logs")
-        config = load_config(args.config, [f'train.method="{args.method}"', *args.overrides])
+        path = config_path(args.config) if args.config is not None else None
+        config = load_config(path, [f'train.method="{args.method}"', *args.overrides])
         run_dir = train(config, args.out, progress=not args.no_progress)
     print(f"checkpoints in {run_dir / 'checkpoints'}")
     return 0

@@ -58,11 +58,20 @@ def sample_model(
         levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
         solver = solver or config.sampling.teacher_solver
     else:
-        levels = sigmas if sigmas is not None else default_sampling_sigmas(steps or 1, d.sigma_min, d.sigma_max, d.rho)
+        levels = sigmas if sigmas is not None else sampling_sigmas(config, steps or 1)
     return generate(
         model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
         seed=seed, clip_denoised=config.sampling.clip_denoised, device=device, progress=progress,
     )  # fmt: skip
+
+
+def sampling_sigmas(config: Config, steps: int) -> list[float]:
+    """The σ's for `steps`-step sampling: those stored by a time-point search, else a Karras grid."""
+    searched = {2: config.sampling.sigmas_2, 3: config.sampling.sigmas_3}.get(steps)
+    if searched:
+        return list(searched)
+    d = config.diffusion
+    return default_sampling_sigmas(steps, d.sigma_min, d.sigma_max, d.rho).tolist()
 
 
 def sample_checkpoint(

@@ -82,3 +82,39 @@ def save_samples_picture(samples: torch.Tensor, path: str | Path, title: str = "
         grid = image_grid(samples[:256])
         return save_png(grid, path, scale=max(1, 256 // grid.shape[0]))
     return save_scatter_grid({title: samples}, path, columns=1)
+
+
+def save_metric_plot(
+    series: dict[str, list[tuple[int, float]]], metric: str, path: str | Path, floor: float | None = None
+) -> Path:
+    """A metric against NFE (log scale), one line per named series, the data floor as a dashed line."""
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, points in series.items():
+        points = sorted(points)
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    if floor is not None:
+        axis.axhline(floor, linestyle="--", color="grey", label="data floor")
+    axis.set_xscale("log")
+    axis.set_xlabel("NFE")
+    axis.set_ylabel(metric)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+    return Path(path)
+
+
+def save_image_rows(rows: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """One labelled row of images per entry (e.g. real, teacher, CD 1 step, CD 2 steps), saved as PNG."""
+    figure, axes = plt.subplots(len(rows), 1, figsize=(8, 0.9 * len(rows) + 0.3), squeeze=False)
+    for axis, (title, images) in zip(axes[:, 0], rows.items(), strict=True):
+        grid = image_grid(images, columns=len(images))
+        axis.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", interpolation="nearest")
+        axis.set_axis_off()
+        axis.set_title(title, fontsize=8, loc="left")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+    return Path(path)

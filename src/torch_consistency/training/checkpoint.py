@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import Config, validate
 from ..errors import CheckpointError, ConfigError
-from ..files import fsync_path
+from ..files import fsync_path, write_json_atomic
 from ..nets import build_model
 from ..parameterization import Preconditioned
 from ..schedules import ct_num_points
@@ -138,6 +138,17 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def store_sampling_sigmas(checkpoint: Checkpoint, found: dict[int, list[float]]) -> None:
+    """Record searched time points (steps → σ's) in the checkpoint's config, rewriting meta.json atomically."""
+    for steps, sigmas in found.items():
+        setattr(checkpoint.config.sampling, f"sigmas_{steps}", [float(s) for s in sigmas])
+    validate(checkpoint.config)
+    meta_path = checkpoint.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"] = checkpoint.config.to_dict()
+    write_json_atomic(meta_path, meta)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -26,6 +26,11 @@ def learning_rate(config: Config, step: int) -> float:
     return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
 
 
+def evaluation_ema_rate(rate: float, step: int) -> float:
+    """min(rate, (1 + k)/(10 + k)): an evaluation EMA ramps up, so short runs do not keep their initial weights."""
+    return min(rate, (1 + step) / (10 + step))
+
+
 @dataclass
 class StepResult:
     loss: torch.Tensor
@@ -78,7 +83,7 @@ class Trainer:
             ema_update(average, self.model, 0.0)
 
     def step(self, step: int, x0: torch.Tensor, labels: torch.Tensor | None, draws: Draws) -> StepResult:
-        """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → EMAs."""
+        """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → evaluation EMAs."""
         target = self.target if self.target is not None else self.model
 
         def student(x, sigma):
@@ -99,5 +104,5 @@ class Trainer:
         if self.target is not None:
             ema_update(self.target, self.model, self.method.target_rate(step))
         for rate, average in self.emas.items():
-            ema_update(average, self.model, rate)
+            ema_update(average, self.model, evaluation_ema_rate(rate, step))
         return StepResult(loss.detach(), grad_norm)

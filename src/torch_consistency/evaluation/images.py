@@ -1,0 +1,87 @@
+"""Evaluate image checkpoints: Fréchet distance, KID and precision/recall on chosen features (reference.md §14)."""
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..training.checkpoint import Checkpoint
+from .evaluate import sample_checkpoint
+from .features import FeatureExtractor, reference_statistics
+from .frechet import (
+    FeatureStatistics,
+    feature_statistics,
+    frechet_distance,
+    kernel_inception_distance,
+    precision_recall,
+)
+
+
+@dataclass
+class ImageScore:
+    """Metrics of one set of samples against the reference images."""
+
+    label: str
+    nfe: int
+    fd: float
+    kid: float
+    kid_std: float
+    precision: float
+    recall: float
+    num_samples: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Reference:
+    """Reference images with their cached feature statistics."""
+
+    images: torch.Tensor
+    features: torch.Tensor
+    statistics: FeatureStatistics
+    name: str
+
+
+def prepare_reference(extractor: FeatureExtractor, images: torch.Tensor, cache_dir: Path, name: str) -> Reference:
+    """Features and (cached) statistics of the reference images."""
+    statistics = reference_statistics(extractor, images, cache_dir, name)
+    return Reference(images, torch.from_numpy(extractor(images)), statistics, name)
+
+
+def score_images(
+    label: str, samples: torch.Tensor, nfe: int, reference: Reference, extractor: FeatureExtractor
+) -> ImageScore:
+    """FD (float64), KID (cubic kernel) and k = 3 precision/recall of `samples` against the reference."""
+    features = extractor(samples)
+    fd = frechet_distance(feature_statistics(features, extractor.description), reference.statistics)
+    subset = min(1000, len(features), len(reference.features))
+    kid = kernel_inception_distance(features, reference.features.numpy(), subsets=20, subset_size=subset)
+    pr = precision_recall(reference.features, torch.from_numpy(features), k=3)
+    return ImageScore(label, nfe, fd, kid.mean, kid.std, pr.precision, pr.recall, len(samples))
+
+
+def evaluate_image_checkpoint(
+    checkpoint: Checkpoint,
+    reference: Reference,
+    extractor: FeatureExtractor,
+    *,
+    label: str,
+    steps: Sequence[int] = (1, 2),
+    teacher_levels: Sequence[int] = (18,),
+    num_samples: int = 10_000,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[list[ImageScore], dict[str, torch.Tensor]]:
+    """Scores at each step count (consistency models) or number of Karras levels (teachers), with samples."""
+    teacher = checkpoint.parameterization == "denoiser"
+    scores, samples = [], {}
+    for count in teacher_levels if teacher else steps:
+        options = {"teacher_levels": count} if teacher else {"steps": count}
+        generated = sample_checkpoint(checkpoint, num_samples, seed=seed, device=device, progress=progress, **options)
+        scores.append(score_images(label, generated.x, generated.nfe, reference, extractor))
+        samples[f"{label} {generated.nfe} NFE"] = generated.x[:64]
+    return scores, samples

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from torch_consistency.errors import CheckpointError
+from torch_consistency.nets.lpips import LPIPS, load_lpips
+
+
+def files_in_original_layouts(tmp_path):
+    """A torchvision-style VGG16 state dict and an lpips-style heads file, with random weights."""
+    model = LPIPS()
+    torch.nn.init.uniform_(model.lins[0].weight)
+    vgg = {f"features.{k.split('.', 1)[1]}": v for k, v in model.state_dict().items() if k.startswith("features.")}
+    vgg["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision's head, ignored
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    torch.save(heads, tmp_path / "vgg.pth")
+    return model, heads
+
+
+def test_loads_torchvision_and_lpips_files(tmp_path):
+    model, heads = files_in_original_layouts(tmp_path)
+    loaded = load_lpips(tmp_path / "vgg16.pth", tmp_path / "vgg.pth")
+    assert torch.equal(loaded.features[0].weight, model.features[0].weight)
+    assert torch.equal(loaded.lins[3].weight, heads["lin3.model.1.weight"])
+
+
+def test_distance_is_zero_for_equal_images_symmetric_and_positive(tmp_path):
+    files_in_original_layouts(tmp_path)
+    lpips = load_lpips(tmp_path / "vgg16.pth", tmp_path / "vgg.pth")
+    x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    assert torch.allclose(lpips(x, x), torch.zeros(2))
+    assert torch.allclose(lpips(x, y), lpips(y, x)) and torch.all(lpips(x, y) > 0)
+    assert lpips(x, y).shape == (2,)
+
+
+def test_missing_or_incomplete_weights_are_refused(tmp_path):
+    files_in_original_layouts(tmp_path)
+    with pytest.raises(CheckpointError, match=r"download\.pytorch\.org"):
+        load_lpips(tmp_path / "nothing.pth")
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_lpips(tmp_path / "vgg16.pth")
+    (tmp_path / "text.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch state dict"):
+        load_lpips(tmp_path / "text.pth")

@@ -1,0 +1,44 @@
+import pytest
+
+from helpers import tiny_config
+from torch_consistency.evaluation.evaluate import sampling_sigmas
+from torch_consistency.evaluation.timepoints import greedy_time_points, ternary_search
+from torch_consistency.sigmas import karras_sigmas
+from torch_consistency.training.checkpoint import load_checkpoint, store_sampling_sigmas
+from torch_consistency.training.loop import train
+
+
+@pytest.mark.parametrize("minimum", [1, 5, 17, 30])
+def test_ternary_search_finds_the_minimum_of_a_unimodal_function(minimum):
+    calls = []
+
+    def objective(i):
+        calls.append(i)
+        return (i - minimum) ** 2 + 0.5 * abs(i - minimum)
+
+    best, value = ternary_search(objective, 1, 30)
+    assert best == minimum and value == 0
+    assert len(set(calls)) == len(calls) < 20  # each point once, far fewer than the 30 candidates
+
+
+def test_greedy_search_picks_one_point_at_a_time_below_the_previous():
+    grid = karras_sigmas(18, 0.002, 80.0, 7.0).tolist()
+    best2, best3 = grid[11], grid[14]
+
+    def objective(sigmas):  # smallest when σ_2 = grid[11] and σ_3 = grid[14]
+        penalty = (sigmas[1] - best2) ** 2
+        return penalty + ((sigmas[2] - best3) ** 2 if len(sigmas) == 3 else 0)
+
+    found = greedy_time_points(objective, grid, max_steps=3)
+    assert found == {2: [80.0, best2], 3: [80.0, best2, best3]}
+
+
+def test_searched_sigmas_are_stored_in_the_checkpoint_and_used_by_default(tmp_path):
+    train(tiny_config("train.method=ct", "train.total_steps=1"), tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert sampling_sigmas(checkpoint.config, 2)[0] == pytest.approx(80.0)
+    store_sampling_sigmas(checkpoint, {2: [80.0, 0.7], 3: [80.0, 0.7, 0.1]})
+    reloaded = load_checkpoint(tmp_path / "run")
+    assert sampling_sigmas(reloaded.config, 2) == [80.0, 0.7]
+    assert sampling_sigmas(reloaded.config, 3) == [80.0, 0.7, 0.1]
+    assert len(sampling_sigmas(reloaded.config, 4)) == 4

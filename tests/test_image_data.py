@@ -138,3 +138,13 @@ def test_flips_and_holdout_split():
     plain = build_dataset(DataConfig(name="digits", holdout_fraction=0.25)).training_batch(0, 256, seed=0)[0]
     flipped = ~torch.isclose(x, plain).all(dim=(1, 2, 3))
     assert 0.3 < flipped.float().mean() < 0.7 and torch.allclose(x[flipped], plain[flipped].flip(-1))
+
+
+def test_colored_variant_keeps_the_digit_and_varies_the_hue():
+    grey = load_digits()
+    color = build_dataset(DataConfig(name="digits", colored=True))
+    assert color.sample_shape == (3, 8, 8) and torch.equal(color.labels, grey.labels)
+    brightest = color.images.float().amax(dim=1)  # one channel is fully on: the max channel is the grey value
+    assert torch.allclose(brightest, grey.images[:, 0].float(), atol=1)
+    mean_colour = color.images.float().mean(dim=(2, 3))
+    assert mean_colour.argmax(dim=1).unique().numel() == 3  # red-, green- and blue-dominated digits all occur

@@ -133,3 +133,11 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 def test_only_the_newest_checkpoints_are_kept(tmp_path):
     train(tiny_config("train.keep_checkpoints=1", "train.checkpoint_every=10"), tmp_path / "run", progress=False)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000040"]
+
+
+def test_a_teacher_for_other_data_is_refused(tmp_path):
+    train(tiny_config("train.total_steps=1"), tmp_path / "teacher", progress=False)  # 2-D eight Gaussians
+    config = tiny_config("train.method=cd", f"cd.teacher={tmp_path / 'teacher'}", "data.name=gmm", "data.dim=3")
+    with pytest.raises(CheckpointError, match="trained on samples of shape"):
+        train(config, tmp_path / "cd", progress=False)
+    assert not (tmp_path / "cd").exists()

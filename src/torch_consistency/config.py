@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-METHODS = ("teacher", "cd", "ct")
+METHODS = ("teacher", "cd", "ct", "ict", "ect", "scm")
+SCM_MODES = ("sct", "scd")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class DataConfig:
     resolution: int = 0  # folder: resize and centre-crop to this size (0 = keep; sizes must then agree)
     channels: int = 3  # folder: 1 = grey, 3 = RGB
     hflip: bool = False  # random horizontal flips
+    colored: bool = False  # grey images drawn in a random colour each (a coloured-MNIST variant), as RGB
     holdout_fraction: float = 0.0  # keep this fraction of the images aside (a fixed random split)
     split: str = "train"  # train | holdout: which part of the split to use
 
@@ -90,6 +92,62 @@ class ConsistencyTrainingConfig:
     schedule: str = "code"  # code | paper
     distance: str = "l2"
     weighting: str = "uniform"
+
+
+@dataclass
+class ICTConfig:
+    """Improved consistency training (reference.md §8): μ = 0 (the target is the current weights, gradient
+    stopped), pairs of an N(k)-point Karras grid drawn from a discrete lognormal, weight 1/(σ_i − σ_{i+1}),
+    pseudo-Huber distance with c = 0.00054·√dim, and the exponential curriculum N(k) = min(s0·2^⌊k/K'⌋, s1) + 1.
+
+    iCT's small Fourier noise embedding is a network option: network.embedding = "fourier" with
+    network.fourier_scale = 0.02 (MLP; the U-Net keeps its positional embedding). Dropout: network.dropout
+    (0.3 on CIFAR-10), with the same mask in both passes. Evaluation EMAs are train.ema_rates (CIFAR 0.99993).
+    """
+
+    s0: int = 10
+    s1: int = 1280
+    p_mean: float = -1.1
+    p_std: float = 2.0
+    distance: str = "pseudo-huber"
+    weighting: str = "inverse-delta"
+
+
+@dataclass
+class ECTConfig:
+    """Easy consistency tuning (reference.md §9): start from a diffusion model's weights and shrink the gap t − r.
+
+    t ~ lognormal(p_mean, p_std) clamped to [σ_min, σ_max]; r = max(0, t·(1 − q^{−(s+1)}·(1 + 8·sigmoid(−t))))
+    at stage s = ⌊step/stage_steps⌋ (CIFAR-10: q = 2 and a stage every 25k steps; ImageNet-64: q = 4);
+    r < σ_min counts as r = 0 and its target is x0 itself. Loss (√(‖Δ‖² + c²) − c)/(t − r) with c = huber_c
+    (0 on CIFAR-10, 0.06 on ImageNet-64); the target is the online network under no_grad (μ = 0).
+    """
+
+    teacher: str = ""  # a teacher checkpoint or diffusers folder whose weights ECT starts from; "" = random weights
+    p_mean: float = -1.1
+    p_std: float = 2.0
+    q: float = 2.0
+    stage_steps: int = 25_000  # d: iterations per stage
+    huber_c: float = 0.0
+
+
+@dataclass
+class SCMConfig:
+    """Continuous-time consistency models in TrigFlow form (reference.md §10): sCT (mode "sct", no teacher) or
+    sCD (mode "scd", distilling the EDM teacher scm.teacher converted to a TrigFlow velocity).
+
+    t from tan t = e^τ/σ_d with τ ~ N(p_mean, p_std²); r ramps 0 → 1 over tangent_warmup_steps; the tangent g
+    is normalised as g/(‖g‖ + tangent_norm_c); a learned weighting w(t) is trained jointly (part of the model,
+    unused by sampling). θ⁻ = stopgrad θ. Dropout (network.dropout) uses the same mask in the tangent pass.
+    """
+
+    mode: str = "sct"  # sct | scd
+    teacher: str = ""  # scd: a teacher checkpoint, diffusers folder or "exact"; sct: optional weights to start from
+    p_mean: float = -1.0
+    p_std: float = 1.4
+    tangent_warmup_steps: int = 10_000
+    tangent_norm_c: float = 0.1
+    jvp_fp32: bool = True  # run the JVP pass in fp32 even when train.precision = "bf16"
 
 
 @dataclass
@@ -145,6 +203,9 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cd: DistillationConfig = field(default_factory=DistillationConfig)
     ct: ConsistencyTrainingConfig = field(default_factory=ConsistencyTrainingConfig)
+    ict: ICTConfig = field(default_factory=ICTConfig)
+    ect: ECTConfig = field(default_factory=ECTConfig)
+    scm: SCMConfig = field(default_factory=SCMConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -290,9 +351,10 @@ def validate(config: Config) -> None:
     _require(0 < ct.mu0 < 1, f"ct.mu0 must lie in (0, 1), got {ct.mu0}")
     _require(1 <= ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
-    for section in ("cd", "ct"):
+    for section in ("cd", "ct", "ict"):
         _one_of(getattr(config, section).distance, DISTANCES, f"{section}.distance")
         _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
+    _validate_improved(config)
     _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
     _require(config.sampling.teacher_steps >= 1, "sampling.teacher_steps must be at least 1")
     for steps in (2, 3):
@@ -306,3 +368,23 @@ def validate(config: Config) -> None:
             bool(cd.teacher),
             "cd.teacher must name a teacher checkpoint (or 'exact' for Gaussian-mixture data)",
         )
+
+
+
+def _validate_improved(config: Config) -> None:
+    """The iCT, ECT and sCM sections (reference.md §8–10)."""
+    ict, ect, scm, method = config.ict, config.ect, config.scm, config.train.method
+    _require(1 <= ict.s0 <= ict.s1, f"need 1 ≤ ict.s0 ≤ ict.s1, got {ict.s0} and {ict.s1}")
+    _require(ict.p_std > 0 and ect.p_std > 0 and scm.p_std > 0, "ict.p_std, ect.p_std and scm.p_std must be positive")
+    _require(ect.q > 1, f"ect.q must be greater than 1, got {ect.q}")
+    _require(ect.stage_steps >= 1, f"ect.stage_steps must be at least 1, got {ect.stage_steps}")
+    _require(ect.huber_c >= 0, f"ect.huber_c must be ≥ 0, got {ect.huber_c}")
+    _one_of(scm.mode, SCM_MODES, "scm.mode")
+    _require(scm.tangent_warmup_steps >= 0, "scm.tangent_warmup_steps must be ≥ 0")
+    _require(scm.tangent_norm_c > 0, f"scm.tangent_norm_c must be positive, got {scm.tangent_norm_c}")
+    if method == "ect":
+        _require(ect.teacher != "exact", "ect.teacher = 'exact' has no weights to start from; name a teacher run")
+    if method == "scm" and scm.mode == "scd":
+        _require(bool(scm.teacher), "scm.mode = 'scd' needs scm.teacher (a teacher checkpoint, or 'exact')")
+    if method == "scm" and scm.mode == "sct":
+        _require(scm.teacher != "exact", "scm.teacher = 'exact' has no weights for sCT to start from")

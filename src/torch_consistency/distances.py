@@ -30,6 +30,8 @@ def pseudo_huber_distance(x: torch.Tensor, y: torch.Tensor, c: float | None = No
     Computed as ‖x−y‖²/(√(‖x−y‖² + c²) + c), the same value without cancellation when ‖x−y‖ ≪ c.
     """
     c = pseudo_huber_constant(x[0].numel()) if c is None else c
+    if c == 0:  # the plain norm, with gradient 0 (not NaN) where x = y
+        return torch.linalg.vector_norm((x - y).flatten(1), dim=1)
     squared = (x - y).square().flatten(1).sum(1)
     return squared / (torch.sqrt(squared + c**2) + c)
 

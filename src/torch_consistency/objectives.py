@@ -1,4 +1,4 @@
-"""Training objectives with their randomness passed in, so each is a pure function (reference.md §3–5).
+"""Training objectives with their randomness passed in, so each is a pure function (reference.md §3–5, §9).
 
 `model`, `target` and `teacher` are callables `(x, sigma) -> tensor` with `sigma` of shape (B,): a
 `Preconditioned` network with its class labels bound, or an exact denoiser. Losses are per sample.
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .distances import Distance
+from .distances import Distance, pseudo_huber_distance
 from .parameterization import append_dims
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -111,3 +111,30 @@ def consistency_training_loss(
         x0.device,
     )
     return weight * distance(online, target_out)
+
+
+def ect_loss(
+    model: Network,
+    target: Network,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    r: torch.Tensor,
+    sigma_min: float,
+    huber_c: float,
+) -> torch.Tensor:
+    """(√(‖f_θ(x0+tz, t) − f_θ⁻(x0+rz, r)‖² + c²) − c)/(t − r), one z for both points (ECT, §9).
+
+    Rows with r < σ_min count as r = 0 and take x0 itself as the target (f(x, σ_min) = x, so this differs from
+    evaluating f at such an r by at most σ_min·z); with r = 0 everywhere the loss is a denoising loss.
+    """
+    to_network = r >= sigma_min
+    r_evaluated = torch.where(to_network, r, torch.full_like(r, sigma_min))  # discarded rows stay finite
+    online, target_out = paired_passes(
+        lambda: model(x0 + append_dims(t, x0.ndim) * noise, t),
+        lambda: target(x0 + append_dims(r_evaluated, x0.ndim) * noise, r_evaluated),
+        x0.device,
+    )
+    target_out = torch.where(append_dims(to_network, x0.ndim), target_out.to(x0.dtype), x0)
+    gap = t - torch.where(to_network, r, torch.zeros_like(r))
+    return pseudo_huber_distance(online.to(x0.dtype), target_out, huber_c) / gap

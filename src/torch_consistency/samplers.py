@@ -1,6 +1,7 @@
-"""Sampling from a consistency function f(x, σ): one step and multistep (paper Algorithm 1, reference.md §6)."""
+"""Sampling from a consistency function: f(x, σ) by paper Algorithm 1 (reference.md §6), TrigFlow f(x_t, t) (§10)."""
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,3 +61,33 @@ def sample_onestep(
 ) -> SampleResult:
     """x = f(σ_max·z, σ_max): one network evaluation (§6)."""
     return sample_multistep(consistency_fn, [sigma_max], noise, sigma_min=0.0, clip_denoised=clip_denoised)
+
+
+def sample_trigflow(
+    consistency_fn: ConsistencyFunction,
+    times: Sequence[float] | torch.Tensor,
+    noise: torch.Tensor,
+    sigma_data: float,
+    generator: torch.Generator | None = None,
+    clip_denoised: bool = False,
+) -> SampleResult:
+    """sCM sampling (§10): x = f(sin t_1·σ_d·z, t_1); for each next t: x ← f(cos t·x + sin t·σ_d·z', t).
+
+    At t_1 = π/2 one step is x0 = −σ_d·F(z, π/2); sCM's two steps re-noise at t = 1.1. `noise` is the initial
+    standard normal z; later ones come from `generator`. NFE = len(times).
+    """
+    levels = [float(t) for t in times]
+    if not levels:
+        raise ValueError("sample_trigflow needs at least one time")
+    if any(b >= a for a, b in itertools.pairwise(levels)) or levels[-1] <= 0 or levels[0] > math.pi / 2 + 1e-12:
+        raise ValueError(f"TrigFlow times must be strictly decreasing in (0, π/2], got {levels}")
+    batch = noise.shape[0]
+    x = math.sin(levels[0]) * sigma_data * noise
+    for n, t in enumerate(levels):
+        if n > 0:
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = math.cos(t) * x + math.sin(t) * sigma_data * z
+        x = consistency_fn(x, x.new_full((batch,), t))
+        if clip_denoised:
+            x = x.clamp(-1, 1)
+    return SampleResult(x, len(levels))

@@ -1,9 +1,11 @@
-"""Curricula of consistency training: pure functions of the training step k (reference.md §5, §8).
+"""Curricula of consistency training: pure functions of the training step k (reference.md §5, §8–10).
 
 Past the last step K every schedule stays at its final value, so all ranks and every resume agree.
 """
 
 import math
+
+import torch
 
 CT_SCHEDULE_VARIANTS = ("code", "paper")
 
@@ -40,3 +42,18 @@ def ict_num_points(step: int, total_steps: int, s0: int = 10, s1: int = 1280) ->
     stage_length = max(1, math.floor(total_steps / (math.log2(math.floor(s1 / s0)) + 1)))
     stage = min(max(step, 0), total_steps) // stage_length
     return min(s0 * 2**stage, s1) + 1
+
+
+def ect_stage(step: int, stage_steps: int) -> int:
+    """ECT's stage s = ⌊k/d⌋ with d iterations per stage (§9)."""
+    return max(step, 0) // stage_steps
+
+
+def ect_second_point(t: torch.Tensor, stage: int, q: float, k: float = 8.0) -> torch.Tensor:
+    """ECT's r = max(0, t·(1 − q^{−(s+1)}·(1 + k·sigmoid(−t)))) with k = 8 (§9): r < t, r → t as s grows."""
+    return torch.clamp(t * (1 - q ** -(stage + 1) * (1 + k * torch.sigmoid(-t))), min=0)
+
+
+def tangent_warmup(step: int, warmup_steps: int) -> float:
+    """sCM's r(k) = min(1, k/warmup): the weight of the second tangent term ramps 0 → 1 (§10)."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, max(step, 0) / warmup_steps)

@@ -2,7 +2,7 @@
 
 from ..config import DataConfig
 from ..errors import DataError
-from .images import ImageDataset, load_cifar10, load_digits, load_image_folder, load_mnist, load_npz
+from .images import ImageDataset, colored, load_cifar10, load_digits, load_image_folder, load_mnist, load_npz
 from .toy import TOY_DATASETS, Distribution, toy_distribution
 
 IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder", "npz")
@@ -26,6 +26,8 @@ def build_dataset(config: DataConfig) -> Dataset:
         dataset = load_image_folder(config.path, config.resolution, config.channels)
     else:
         dataset = load_npz(config.path)
+    if config.colored:
+        dataset = colored(dataset)
     dataset.hflip = config.hflip
     if config.holdout_fraction > 0:
         dataset = dataset.split(config.holdout_fraction, config.split)

@@ -83,6 +83,18 @@ class ImageDataset:
         return ImageDataset(f"{self.name}[{part}]", self.images[chosen], labels, self.hflip, self.skipped)
 
 
+def colored(dataset: ImageDataset, seed: int = 0) -> ImageDataset:
+    """Each grey image drawn in its own random, fully saturated colour (hue uniform, seeded): RGB uint8."""
+    if dataset.sample_shape[0] != 1:
+        raise DataError(f"data.colored needs grey images; {dataset.name} has {dataset.sample_shape[0]} channels")
+    generator = torch.Generator().manual_seed(seed)
+    hue = torch.rand(len(dataset), generator=generator) * 6
+    sector = [(hue - k).remainder(6) for k in (0, 4, 2)]  # HSV → RGB with S = V = 1
+    rgb = torch.stack([1 - torch.clamp(torch.minimum(h, 4 - h), 0, 1) for h in sector], dim=1)
+    images = (dataset.images.float() * rgb[:, :, None, None]).round().to(torch.uint8)
+    return ImageDataset(f"colored-{dataset.name}", images, dataset.labels, dataset.hflip, dataset.skipped)
+
+
 def load_digits() -> ImageDataset:
     """scikit-learn's 1,797 handwritten digits, 8×8 grey (values 0–16), with labels."""
     from sklearn.datasets import load_digits as sklearn_digits

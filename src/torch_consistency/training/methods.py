@@ -183,6 +183,11 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
         raise CheckpointError(
             f"cd.teacher {config.cd.teacher} is a {checkpoint.config.train.method} checkpoint, not a teacher"
         )
+    if tuple(checkpoint.sample_shape) != tuple(dataset.sample_shape):
+        raise CheckpointError(
+            f"cd.teacher {config.cd.teacher} was trained on samples of shape {tuple(checkpoint.sample_shape)}, "
+            f"the data ({config.data.name}) has {tuple(dataset.sample_shape)}"
+        )
     denoiser = checkpoint.build_model().to(device).requires_grad_(False)
     weights = checkpoint.weights[checkpoint.default_weights()]
     return Teacher(denoiser, weights, checkpoint.config, checkpoint.sample_shape)

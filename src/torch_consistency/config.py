@@ -370,7 +370,6 @@ def validate(config: Config) -> None:
         )
 
 
-
 def _validate_improved(config: Config) -> None:
     """The iCT, ECT and sCM sections (reference.md §8–10)."""
     ict, ect, scm, method = config.ict, config.ect, config.scm, config.train.method

@@ -1,4 +1,5 @@
-"""Draw samples from a trained model in batches: a consistency model at given σ's, or a teacher by its ODE."""
+"""Draw samples from a trained model in batches: a consistency model at given σ's (a TrigFlow model at given t's),
+or a teacher by its ODE."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -7,9 +8,10 @@ import torch
 from tqdm import tqdm
 
 from .parameterization import Preconditioned
-from .samplers import sample_multistep
+from .samplers import sample_multistep, sample_trigflow
 from .sigmas import karras_sigmas
 from .solvers import solve_ode
+from .trigflow import TrigFlowModel
 
 
 @dataclass
@@ -28,7 +30,7 @@ def teacher_sigmas(num_levels: int, sigma_min: float, sigma_max: float, rho: flo
 
 @torch.no_grad()
 def generate(
-    model: Preconditioned,
+    model: Preconditioned | TrigFlowModel,
     num_samples: int,
     sample_shape: Sequence[int],
     sigmas: Sequence[float] | torch.Tensor,
@@ -42,7 +44,8 @@ def generate(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> Generated:
-    """Samples from `model`: Algorithm 1 at `sigmas` for a consistency model, `solver` along `sigmas` for a denoiser.
+    """Samples from `model`: Algorithm 1 at `sigmas` for a consistency model, `solver` along `sigmas` for a denoiser,
+    sCM sampling for a TrigFlow model, whose `sigmas` are TrigFlow times t (`trigflow.trigflow_time` converts).
 
     Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
     """
@@ -62,6 +65,11 @@ def generate(
 
         if model.parameterization == "consistency":
             result = sample_multistep(network, sigmas, noise, sigma_min, generator, clip_denoised)
+        elif model.parameterization == "trigflow":
+            result = sample_trigflow(
+                lambda x, t, labels=labels: model.consistency(x, t, labels), sigmas, noise, model.sigma_data,
+                generator, clip_denoised,
+            )  # fmt: skip
         else:
             levels = torch.as_tensor(sigmas, dtype=torch.float64)
             result = solve_ode(network, noise * float(levels[0]), levels, solver or "heun", generator=generator)

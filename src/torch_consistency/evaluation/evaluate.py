@@ -13,6 +13,7 @@ from ..parameterization import Preconditioned
 from ..seeding import derive_seed
 from ..sigmas import default_sampling_sigmas, karras_sigmas
 from ..training.checkpoint import Checkpoint
+from ..trigflow import TrigFlowModel, trigflow_sampling_times, trigflow_time
 from .lowdim import ConsistencyError, consistency_error, mmd_squared, wasserstein2
 
 HELD_OUT_STREAM = 7
@@ -48,7 +49,8 @@ def data_floor(dataset: Distribution, num_samples: int, seed: int) -> Score:
 
 
 def sample_model(
-    model: Preconditioned, config: Config, sample_shape: tuple[int, ...], num_classes: int, num_samples: int, *,
+    model: Preconditioned | TrigFlowModel, config: Config, sample_shape: tuple[int, ...], num_classes: int,
+    num_samples: int, *,
     steps: int | None = None, sigmas: Sequence[float] | None = None, teacher_levels: int | None = None,
     solver: str | None = None, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
 ) -> Generated:  # fmt: skip
@@ -57,6 +59,13 @@ def sample_model(
     if model.parameterization == "denoiser":
         levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
         solver = solver or config.sampling.teacher_solver
+    elif model.parameterization == "trigflow":  # times t: π/2 (and 1.1), or the σ's given, as arctan(σ/σ_d)
+        default = default_sampling_sigmas(steps or 1, d.sigma_min, d.sigma_max, d.rho)
+        levels = (
+            trigflow_sampling_times(steps or 1, default, d.sigma_data)
+            if sigmas is None
+            else trigflow_time(torch.as_tensor(sigmas, dtype=torch.float64), d.sigma_data).tolist()
+        )
     else:
         levels = sigmas if sigmas is not None else sampling_sigmas(config, steps or 1)
     return generate(
@@ -113,7 +122,7 @@ def consistency_error_of(
     checkpoint: Checkpoint, dataset: Distribution, num_samples: int = 500, seed: int = 0
 ) -> ConsistencyError | None:
     """The consistency error against the exact ODE of a Gaussian-mixture dataset, on the training grid."""
-    if dataset.mixture is None or checkpoint.parameterization != "consistency":
+    if dataset.mixture is None or checkpoint.parameterization == "denoiser":
         return None
     config, d = checkpoint.config, checkpoint.config.diffusion
     num_points = config.cd.num_points if config.train.method == "cd" else 18
@@ -122,5 +131,15 @@ def consistency_error_of(
     x0 = held_out(dataset, num_samples, seed).double()
     generator = torch.Generator().manual_seed(derive_seed(seed, HELD_OUT_STREAM, 99))
     return consistency_error(
-        lambda x, s: model(x, s), dataset.mixture.denoiser, x0, grid.tolist(), d.sigma_min, generator
+        edm_consistency_function(model), dataset.mixture.denoiser, x0, grid.tolist(), d.sigma_min, generator
     )
+
+
+def edm_consistency_function(
+    model: Preconditioned | TrigFlowModel,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """f(x_σ, σ) at EDM noise levels: the consistency model itself, or a TrigFlow model at t = arctan(σ/σ_d) and
+    x_t = cos t·x_σ (`TrigFlowModel.edm_consistency`)."""
+    if model.parameterization == "trigflow":
+        return model.edm_consistency
+    return lambda x, sigma: model(x, sigma)

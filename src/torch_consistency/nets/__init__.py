@@ -1,10 +1,15 @@
 """Networks F_θ(x, c_noise, class) and the preconditioned models built on them."""
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from ..config import Config
 from ..parameterization import Preconditioned
 from .mlp import MLP
+
+if TYPE_CHECKING:
+    from ..trigflow import TrigFlowModel
 
 NETWORK_KINDS = ("mlp", "unet")
 
@@ -35,11 +40,23 @@ def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: in
 
 def build_model(
     config: Config, parameterization: str, sample_shape: tuple[int, ...], num_classes: int = 0
-) -> Preconditioned:
-    """F_θ wrapped as a denoiser (`denoiser`) or a consistency function (`consistency`)."""
+) -> "Preconditioned | TrigFlowModel":
+    """F_θ wrapped as a denoiser (`denoiser`), a consistency function (`consistency`) or a TrigFlow model (`trigflow`).
+
+    A TrigFlow U-Net gets attention and GroupNorm that forward-mode AD (sCM's JVP) can differentiate.
+    """
     d = config.diffusion
+    net = build_network(config, sample_shape, num_classes)
+    if parameterization == "trigflow":
+        from ..trigflow import TrigFlowModel
+
+        if config.network.kind == "unet":
+            from .unet import prepare_for_forward_ad
+
+            prepare_for_forward_ad(net)
+        return TrigFlowModel(net, d.sigma_data, d.sigma_min, d.sigma_max, d.noise_conditioning)
     return Preconditioned(
-        build_network(config, sample_shape, num_classes),
+        net,
         parameterization,
         sigma_data=d.sigma_data,
         sigma_min=d.sigma_min,

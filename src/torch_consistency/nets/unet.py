@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
@@ -83,3 +84,32 @@ def build_unet(preset: str, sample_shape: tuple[int, ...], num_classes: int = 0,
         **UNET_PRESETS[preset],
     )
     return UNet(unet)
+
+
+class FormulaGroupNorm(nn.GroupNorm):
+    """GroupNorm written out (per-group mean and variance, in fp32 or wider). torch's fused group_norm has a
+    forward-mode derivative that views its tangent and fails on channels-last or transposed tangents."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(x.shape[0], self.num_groups, -1)
+        variance, mean = torch.var_mean(h, dim=2, correction=0, keepdim=True)
+        h = ((h - mean) * torch.rsqrt(variance + self.eps)).reshape(x.shape)
+        if self.affine:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            h = h * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return h.to(x.dtype)
+
+
+def prepare_for_forward_ad(module: nn.Module) -> nn.Module:
+    """Make `torch.func.jvp` work through a diffusers U-Net (sCM): attention by plain matmuls (`AttnProcessor`;
+    scaled_dot_product_attention has no forward-mode AD on CPU) and `FormulaGroupNorm`. Same parameters, same
+    state-dict keys, the same function up to rounding."""
+    for parent in list(module.modules()):
+        if isinstance(parent, Attention):
+            parent.set_processor(AttnProcessor())
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.GroupNorm:
+                replacement = FormulaGroupNorm(child.num_groups, child.num_channels, child.eps, child.affine)
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement.to(next(child.parameters(), torch.empty(0)).device))
+    return module

@@ -26,11 +26,14 @@ from ..errors import CheckpointError, ConfigError
 from ..files import fsync_path, write_json_atomic
 from ..nets import build_model
 from ..parameterization import Preconditioned
-from ..schedules import ct_num_points
+from ..schedules import ct_num_points, ict_num_points
+from ..trigflow import TrigFlowModel
 
 FORMAT = "torch-consistency"
 FORMAT_VERSION = 1
 PREFIX = "step-"
+PARAMETERIZATIONS = {"teacher": "denoiser", "scm": "trigflow"}  # train.method → model; others: consistency
+CONTINUOUS_GRID_POINTS = 18
 
 
 @dataclass
@@ -47,14 +50,19 @@ class Checkpoint:
 
     @property
     def parameterization(self) -> str:
-        return "denoiser" if self.config.train.method == "teacher" else "consistency"
+        """denoiser (teachers), trigflow (sCM) or consistency (CD, CT, iCT, ECT)."""
+        return PARAMETERIZATIONS.get(self.config.train.method, "consistency")
 
     def grid_points(self) -> int:
-        """N of the grid the model was trained on: cd.num_points, or CT's final N(K)."""
-        config = self.config
+        """N of the grid the model was trained on: cd.num_points, CT's or iCT's final N(K); ECT and sCM train in
+        continuous time and use CONTINUOUS_GRID_POINTS (for --ts, --timesteps and diffusers' scheduler)."""
+        config, total = self.config, self.config.train.total_steps
         if config.train.method == "cd":
             return config.cd.num_points
-        total = config.train.total_steps
+        if config.train.method == "ict":
+            return ict_num_points(total, total, config.ict.s0, config.ict.s1)
+        if config.train.method in ("ect", "scm"):
+            return CONTINUOUS_GRID_POINTS
         return ct_num_points(total, total, config.ct.s0, config.ct.s1)
 
     def default_weights(self) -> str:
@@ -62,7 +70,7 @@ class Checkpoint:
         emas = [name for name in self.weights if name.startswith("ema-")]
         return emas[0] if emas else "online"
 
-    def build_model(self, weights: str | None = None) -> Preconditioned:
+    def build_model(self, weights: str | None = None) -> Preconditioned | TrigFlowModel:
         """The saved model with the weight set `weights` loaded (default: `default_weights()`)."""
         weights = weights or self.default_weights()
         if weights not in self.weights:
@@ -89,6 +97,11 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
                 f"the network needs {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state)
+
+
+def load_network_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a teacher's state dict (keys `net.*`) into the network of a Preconditioned or TrigFlow `model`."""
+    load_weights(model.net, {key.removeprefix("net."): value for key, value in state.items()}, source)
 
 
 def save_checkpoint(

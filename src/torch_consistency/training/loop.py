@@ -1,4 +1,4 @@
-"""The training loop shared by teacher training, CD and CT. Read it top to bottom.
+"""The training loop shared by teacher training, CD, CT, iCT, ECT and sCM. Read it top to bottom.
 
 Every random number of step k is a pure function of (seed, k): the data batch, the method's draws and
 the device RNG (dropout). A resumed run therefore continues exactly, and a run on several ranks sees
@@ -18,9 +18,9 @@ from ..errors import ConfigError
 from ..files import write_json_atomic
 from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
-from .checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, load_network_weights, load_weights, save_checkpoint
 from .logs import RunLog
-from .methods import build_method, load_teacher, student_config
+from .methods import build_method, load_teacher, needs_teacher, student_config
 from .trainer import Trainer, learning_rate
 
 
@@ -48,7 +48,7 @@ def _train(
 
     # Data, teacher and method.
     dataset = build_dataset(config.data)
-    teacher = load_teacher(config, dataset, device) if t.method == "cd" else None
+    teacher = load_teacher(config, dataset, device) if needs_teacher(config, checkpoint is not None) else None
     if teacher is not None:
         config = student_config(config, teacher)
     method = build_method(config, teacher)
@@ -56,7 +56,7 @@ def _train(
     if config.network.class_conditional and num_classes == 0:
         raise ConfigError(f"network.class_conditional needs labelled data; {config.data.name} has no labels")
 
-    # Weights: fresh (the student starts from its teacher), or restored from the checkpoint.
+    # Weights: fresh (CD's, ECT's and sCM's student starts from its teacher's weights), or restored.
     torch.manual_seed(derive_seed(t.seed, STREAM_INIT))
     trainer = Trainer.create(config, method, dataset.sample_shape, num_classes, device)
     start = 0
@@ -67,8 +67,9 @@ def _train(
         start = checkpoint.step
     else:
         if teacher is not None and teacher.initial_weights is not None:
-            load_weights(trainer.model, teacher.initial_weights, f"teacher {config.cd.teacher}")
+            load_network_weights(trainer.model, teacher.initial_weights, f"teacher of {t.method}")
             trainer.reset_averages()
+        teacher = None  # the method holds the denoiser if it uses one (CD, sCD); ECT and sCT need only the weights
         if place.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "config.json", config.to_dict())

@@ -1,4 +1,4 @@
-"""Training methods: what each step draws and which loss it takes (teacher, CD, CT).
+"""Training methods: what each step draws and which loss it takes (teacher, CD, CT; iCT, ECT, sCM in `improved`).
 
 A method turns the global batch's randomness into a per-sample loss through the pure objectives of
 `torch_consistency.objectives`; it also names the target network's EMA rate μ(k) and the values to log.
@@ -7,7 +7,7 @@ A method turns the global batch's randomness into a per-sample loss through the 
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -155,8 +155,8 @@ class Teacher:
 
 
 def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
-    """The teacher named by cd.teacher: a teacher checkpoint, `exact` for a Gaussian mixture's denoiser, or a
-    diffusers folder (`interop.diffusers`).
+    """The teacher named by `teacher_key(config)` (cd.teacher, ect.teacher or scm.teacher): a teacher checkpoint,
+    `exact` for a Gaussian mixture's denoiser, or a diffusers folder (`interop.diffusers`).
 
     A DDPM/DDIM pipeline teacher is mapped VP → VE; the student is the configured network with random weights
     (the ε-network's parameterization differs). A bare UNet2DModel teacher is F_θ of an EDM denoiser (openai
@@ -165,27 +165,27 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
     from ..interop import is_diffusers_folder
     from .checkpoint import load_checkpoint
 
-    if config.cd.teacher == "exact":
+    key = teacher_key(config)
+    source = getattr(config, key.partition(".")[0]).teacher
+    if source == "exact":
         mixture = getattr(dataset, "mixture", None)
         if mixture is None:
-            raise ConfigError(f"cd.teacher = 'exact' needs Gaussian-mixture data; {config.data.name} has none")
+            raise ConfigError(f"{key} = 'exact' needs Gaussian-mixture data; {config.data.name} has none")
         return Teacher(mixture.to(device).denoiser, None, None, None)
-    if is_diffusers_folder(config.cd.teacher):
+    if is_diffusers_folder(source):
         from ..interop.diffusers import diffusers_student_config, load_diffusers_teacher
 
         d = config.diffusion
-        denoiser, info = load_diffusers_teacher(config.cd.teacher, device, d.sigma_data, d.sigma_min)
+        denoiser, info = load_diffusers_teacher(source, device, d.sigma_data, d.sigma_min)
         student = diffusers_student_config(config, info, dataset.sample_shape)
         weights = info.initial_weights if student is not None else None
         return Teacher(denoiser.requires_grad_(False), weights, student, info.sample_shape)
-    checkpoint = load_checkpoint(config.cd.teacher)
+    checkpoint = load_checkpoint(source)
     if checkpoint.config.train.method != "teacher":
-        raise CheckpointError(
-            f"cd.teacher {config.cd.teacher} is a {checkpoint.config.train.method} checkpoint, not a teacher"
-        )
+        raise CheckpointError(f"{key} {source} is a {checkpoint.config.train.method} checkpoint, not a teacher")
     if tuple(checkpoint.sample_shape) != tuple(dataset.sample_shape):
         raise CheckpointError(
-            f"cd.teacher {config.cd.teacher} was trained on samples of shape {tuple(checkpoint.sample_shape)}, "
+            f"{key} {source} was trained on samples of shape {tuple(checkpoint.sample_shape)}, "
             f"the data ({config.data.name}) has {tuple(dataset.sample_shape)}"
         )
     denoiser = checkpoint.build_model().to(device).requires_grad_(False)
@@ -194,7 +194,7 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
 
 
 def student_config(config: Config, teacher: Teacher) -> Config:
-    """The CD config with the teacher's network and conditioning: the student starts from its weights."""
+    """The config with the teacher's network and conditioning: the student (CD, ECT, sCM) starts from its weights."""
     if teacher.config is None:
         return config
     config.network = teacher.config.network
@@ -203,14 +203,54 @@ def student_config(config: Config, teacher: Teacher) -> Config:
     return config
 
 
-Method = TeacherTraining | ConsistencyDistillation | ConsistencyTraining
+class Method(Protocol):
+    """What the loop and the trainer need of a training method."""
+
+    config: Config
+    parameterization: str  # denoiser | consistency | trigflow: how the trained network is wrapped
+    uses_target: bool  # whether θ⁻ is a separate EMA network; if not, the target is θ under no_grad
+
+    def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws: ...
+
+    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor: ...
+
+    def target_rate(self, step: int) -> float: ...
+
+    def log_values(self, step: int) -> dict[str, Any]: ...
+
+
+TEACHER_KEYS = {"cd": "cd.teacher", "ect": "ect.teacher", "scm": "scm.teacher"}
+
+
+def teacher_key(config: Config) -> str:
+    """The config key that names the run's teacher (each method that takes one has its own); "" for none."""
+    return TEACHER_KEYS.get(config.train.method, "")
+
+
+def needs_teacher(config: Config, resuming: bool) -> bool:
+    """Whether to load the teacher: its denoiser for CD and sCD; its weights for ECT and sCT only at the start."""
+    key = teacher_key(config)
+    if not key or not getattr(config, key.partition(".")[0]).teacher:
+        return False
+    return config.train.method == "cd" or (config.train.method == "scm" and config.scm.mode == "scd") or not resuming
 
 
 def build_method(config: Config, teacher: Teacher | None) -> Method:
     """The method named by train.method."""
-    if config.train.method == "teacher":
+    from .improved import ContinuousTimeConsistency, EasyConsistencyTuning, ImprovedConsistencyTraining
+
+    method = config.train.method
+    if method == "teacher":
         return TeacherTraining(config)
-    if config.train.method == "cd":
+    if method == "cd":
         assert teacher is not None, "CD needs a teacher"
         return ConsistencyDistillation(config, teacher.denoiser)
+    if method == "ict":
+        return ImprovedConsistencyTraining(config)
+    if method == "ect":
+        return EasyConsistencyTuning(config)
+    if method == "scm":
+        distilling = config.scm.mode == "scd"
+        assert teacher is not None or not distilling, "sCD needs a teacher"
+        return ContinuousTimeConsistency(config, teacher.denoiser if distilling else None)
     return ConsistencyTraining(config)

@@ -86,8 +86,8 @@ class Trainer:
         """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → evaluation EMAs."""
         target = self.target if self.target is not None else self.model
 
-        def student(x, sigma):
-            return self.online(x, sigma, labels)
+        def student(x, sigma, **options):  # options: e.g. sCM's with_log_weight
+            return self.online(x, sigma, labels, **options)
 
         def target_fn(x, sigma):
             return target(x, sigma, labels)

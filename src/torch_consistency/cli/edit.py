@@ -180,7 +180,10 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.parameterization != "consistency":
-        raise ConfigError(f"{checkpoint.path} is a teacher (denoiser); give it with --teacher and a consistency model")
+        raise ConfigError(
+            f"{checkpoint.path} is a {checkpoint.config.train.method} model ({checkpoint.parameterization}); editing "
+            "needs a consistency model f(x, σ) (cd, ct, ict, ect), and takes a teacher with --teacher"
+        )
     shape = tuple(checkpoint.sample_shape)
     if len(shape) != 3:
         raise ConfigError(f"editing needs an image model; {checkpoint.path} makes samples of shape {shape}")

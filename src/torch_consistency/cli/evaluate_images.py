@@ -92,7 +92,7 @@ def search_and_store_sigmas(checkpoint: Checkpoint, reference, extractor: Featur
     from ..training.checkpoint import store_sampling_sigmas
 
     if checkpoint.parameterization != "consistency":
-        raise ConfigError("--search-sigmas applies to consistency models, not teachers")
+        raise ConfigError("--search-sigmas applies to consistency models on σ's, not teachers or sCM (TrigFlow)")
     d = checkpoint.config.diffusion
     grid = karras_sigmas(checkpoint.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
 

@@ -1,4 +1,4 @@
-"""`cm train`: teacher, CD or CT from a TOML config with --set overrides, or --resume a run."""
+"""`cm train`: teacher, CD, CT, iCT, ECT or sCM from a TOML config with --set overrides, or --resume a run."""
 
 import argparse
 from pathlib import Path
@@ -13,10 +13,13 @@ examples:
   cm train cd toy_cd --out runs/cd --set cd.teacher=runs/teacher --set cd.solver=euler
   cm train ct toy_ct --out runs/ct --set train.total_steps=20000
   cm train teacher my_config.toml --out runs/mine --set data.name=mnist --set data.path=data/mnist
+  cm train ict --out runs/ict --set network.embedding=fourier --set network.fourier_scale=0.02
+  cm train ect --out runs/ect --set ect.teacher=runs/teacher
+  cm train scm --out runs/scd --set scm.mode=scd --set scm.teacher=runs/teacher
   cm train --resume runs/cd
 
-Config sections: [train] [diffusion] [network] [data] [optim] [teacher] [cd] [ct] [sampling]; every key is
-documented in torch_consistency/config.py. The whole config is saved in each checkpoint.
+Config sections: [train] [diffusion] [network] [data] [optim] [teacher] [cd] [ct] [ict] [ect] [scm] [sampling];
+every key is documented in torch_consistency/config.py. The whole config is saved in each checkpoint.
 Several processes: torchrun --nproc_per_node=N -m torch_consistency train ...
 """
 
@@ -24,9 +27,10 @@ Several processes: torchrun --nproc_per_node=N -m torch_consistency train ...
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
-        help="train a teacher, or a consistency model by distillation (cd) or from scratch (ct)",
-        description="Train a teacher (EDM denoiser), distil it into a consistency model (cd), or train one "
-        "from scratch (ct). Checkpoints (safetensors + JSON config) go to OUT/checkpoints.",
+        help="train a teacher, or a consistency model (cd, ct, ict, ect, scm)",
+        description="Train a teacher (EDM denoiser), distil it into a consistency model (cd), train one "
+        "from scratch (ct, ict), tune a teacher into one (ect), or train a continuous-time one in TrigFlow form "
+        "(scm: sct or scd). Checkpoints (safetensors + JSON config) go to OUT/checkpoints.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -10,6 +10,7 @@ from ..config import Config
 from ..data import Distribution
 from ..generate import Generated, generate, teacher_sigmas
 from ..parameterization import Preconditioned
+from ..samplers import ConsistencyFunction
 from ..seeding import derive_seed
 from ..sigmas import default_sampling_sigmas, karras_sigmas
 from ..training.checkpoint import Checkpoint
@@ -135,9 +136,7 @@ def consistency_error_of(
     )
 
 
-def edm_consistency_function(
-    model: Preconditioned | TrigFlowModel,
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def edm_consistency_function(model: Preconditioned | TrigFlowModel) -> ConsistencyFunction:
     """f(x_σ, σ) at EDM noise levels: the consistency model itself, or a TrigFlow model at t = arctan(σ/σ_d) and
     x_t = cos t·x_σ (`TrigFlowModel.edm_consistency`)."""
     if model.parameterization == "trigflow":

@@ -82,7 +82,10 @@ def _check_exportable(checkpoint: Checkpoint) -> None:
     """Raise a one-line CheckpointError when ConsistencyModelPipeline cannot run this checkpoint."""
     config, where = checkpoint.config, checkpoint.path
     if checkpoint.parameterization != "consistency":
-        raise CheckpointError(f"{where} is a teacher (a denoiser); ConsistencyModelPipeline needs a cd or ct model")
+        raise CheckpointError(
+            f"{where} is a {config.train.method} model ({checkpoint.parameterization}); ConsistencyModelPipeline "
+            "needs a consistency model f(x, σ) (cd, ct, ict or ect)"
+        )
     if config.network.kind != "unet":
         raise CheckpointError(f"{where} uses network.kind = {config.network.kind!r}; diffusers export needs a unet")
     if config.diffusion.noise_conditioning != "openai":

@@ -1,8 +1,11 @@
 import pytest
 import torch
 
+from helpers import tiny_config
 from torch_consistency.errors import CheckpointError
 from torch_consistency.nets.lpips import LPIPS, load_lpips
+from torch_consistency.training.checkpoint import load_checkpoint
+from torch_consistency.training.loop import train
 
 
 def files_in_original_layouts(tmp_path):
@@ -42,3 +45,14 @@ def test_missing_or_incomplete_weights_are_refused(tmp_path):
     (tmp_path / "text.pth").write_text("hello")
     with pytest.raises(CheckpointError, match="not a PyTorch state dict"):
         load_lpips(tmp_path / "text.pth")
+
+
+def test_cd_trains_with_lpips_from_user_weights(tmp_path):
+    files_in_original_layouts(tmp_path)
+    weights = f"{tmp_path / 'vgg16.pth'},{tmp_path / 'vgg.pth'}"
+    base = ["network.kind=unet", "network.preset=tiny", "data.name=digits", "optim.batch_size=2", "train.total_steps=1"]
+    train(tiny_config(*base), tmp_path / "teacher", progress=False)
+    config = tiny_config(*base, "train.method=cd", f"cd.teacher={tmp_path / 'teacher'}", "cd.distance=lpips",
+                         f"cd.lpips_weights={weights}")  # fmt: skip
+    train(config, tmp_path / "cd", progress=False)
+    assert load_checkpoint(tmp_path / "cd").config.cd.distance == "lpips"

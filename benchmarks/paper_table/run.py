@@ -30,13 +30,18 @@ from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
-# name → (bundled config, overrides); every consistency model starts from the same teacher where it uses one.
+# name → (bundled config, overrides, the config key naming the teacher or None); every method that uses a
+# teacher uses the same one.
 METHODS = {
-    "CD (Heun, l2)": ("cd", ["cd.solver=heun", "cd.distance=l2"]),
-    "CD (Euler, l2)": ("cd", ["cd.solver=euler", "cd.distance=l2"]),
-    "CD (Heun, l1)": ("cd", ["cd.solver=heun", "cd.distance=l1"]),
-    "CD (Heun, pseudo-Huber)": ("cd", ["cd.solver=heun", "cd.distance=pseudo-huber"]),
-    "CT (l2)": ("ct", []),
+    "CD (Heun, l2)": ("cd", ["cd.solver=heun", "cd.distance=l2"], "cd.teacher"),
+    "CD (Euler, l2)": ("cd", ["cd.solver=euler", "cd.distance=l2"], "cd.teacher"),
+    "CD (Heun, l1)": ("cd", ["cd.solver=heun", "cd.distance=l1"], "cd.teacher"),
+    "CD (Heun, pseudo-Huber)": ("cd", ["cd.solver=heun", "cd.distance=pseudo-huber"], "cd.teacher"),
+    "CT (l2)": ("ct", [], None),
+    "iCT": ("ict", [], None),
+    "ECT": ("ect", [], "ect.teacher"),
+    "sCT": ("scm", ["scm.mode=sct"], None),
+    "sCD": ("scm", ["scm.mode=scd"], "scm.teacher"),
 }
 STEPS = (1, 2, 4)
 TEACHER_SWEEP = {"euler": (4, 8, 18, 35), "heun": (3, 5, 10, 18)}  # Karras levels (Heun: 2K−1 NFE)
@@ -73,7 +78,9 @@ def main() -> None:
     base += [f"optim.batch_size={args.batch}"] if args.batch else []
     methods = dict(METHODS)
     if args.lpips:
-        methods["CD (Heun, LPIPS)"] = ("cd", ["cd.distance=lpips", f"cd.lpips_weights={','.join(args.lpips)}"])
+        methods["CD (Heun, LPIPS)"] = (
+            "cd", ["cd.distance=lpips", f"cd.lpips_weights={','.join(args.lpips)}"], "cd.teacher"
+        )  # fmt: skip
     if args.methods:
         methods = {name: methods[name] for name in args.methods}
 
@@ -82,9 +89,11 @@ def main() -> None:
         load_config(config_path(f"{args.dataset}_teacher"), base), runs / "teacher"
     )
     folders, seconds = {}, {}
-    for name, (kind, overrides) in methods.items():
+    for name, (kind, overrides, teacher_key) in methods.items():
         extra = [f"train.total_steps={args.steps}", f"train.checkpoint_every={args.steps}", "train.sample_every=0"]
-        extra += [f"cd.teacher={teacher_dir}"] if kind in ("cd", "ect", "scm") else []
+        extra += [f"{teacher_key}={teacher_dir}"] if teacher_key else []
+        extra += [f"ect.stage_steps={max(1, args.steps // 8)}"] if kind == "ect" else []
+        extra += [f"scm.tangent_warmup_steps={max(1, args.steps // 10)}"] if kind == "scm" else []
         config = load_config(config_path(f"{args.dataset}_{kind}"), [*base, *overrides, *extra])
         start = time.perf_counter()
         folders[name] = train_or_reuse(config, runs / slug(name))

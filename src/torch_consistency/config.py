@@ -78,8 +78,9 @@ class DistillationConfig:
     num_points: int = 18  # N
     solver: str = "heun"  # euler | heun
     target_ema: float = 0.0  # μ; 0 = stop-gradient of the current weights
-    distance: str = "l2"
+    distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips
     weighting: str = "uniform"
+    lpips_weights: str = ""  # lpips: "VGG16.pth,LPIPS_HEADS.pth" (torchvision's VGG16, the lpips package's vgg.pth)
 
 
 @dataclass
@@ -352,7 +353,8 @@ def validate(config: Config) -> None:
     _require(1 <= ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
     for section in ("cd", "ct", "ict"):
-        _one_of(getattr(config, section).distance, DISTANCES, f"{section}.distance")
+        _one_of(getattr(config, section).distance, (*DISTANCES, "lpips") if section == "cd" else DISTANCES,
+                f"{section}.distance")  # fmt: skip
         _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
     _validate_improved(config)
     _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
@@ -363,6 +365,10 @@ def validate(config: Config) -> None:
             not sigmas or (len(sigmas) == steps and all(a > b > 0 for a, b in itertools.pairwise(sigmas))),
             f"sampling.sigmas_{steps} must be empty or {steps} decreasing positive σ's, got {sigmas}",
         )
+    _require(
+        cd.distance != "lpips" or bool(cd.lpips_weights),
+        "cd.distance = 'lpips' needs cd.lpips_weights = 'VGG16.pth,LPIPS_HEADS.pth' (see nets/lpips.py)",
+    )
     if t.method == "cd":
         _require(
             bool(cd.teacher),

@@ -94,6 +94,15 @@ class ConsistencyDistillation(_GridPairs):
     teacher: Network
     parameterization = "consistency"
 
+    def __post_init__(self) -> None:
+        cd = self.config.cd
+        if cd.distance == "lpips":
+            from ..nets.lpips import load_lpips
+
+            self.distance = load_lpips(*cd.lpips_weights.split(","))
+        else:
+            self.distance = distance(cd.distance)
+
     @property
     def uses_target(self) -> bool:
         return self.config.cd.target_ema > 0
@@ -105,10 +114,11 @@ class ConsistencyDistillation(_GridPairs):
         cd = self.config.cd
         sigma, sigma_next, weight = self.pair(step, draws, cd.weighting)
         teacher_step = heun_step if cd.solver == "heun" else euler_step
+        if isinstance(self.distance, torch.nn.Module):
+            self.distance.to(x0.device)
         return consistency_distillation_loss(
-            model, target, self.teacher, teacher_step, x0, draws["noise"], sigma, sigma_next,
-            distance(cd.distance), weight,
-        )  # fmt: skip
+            model, target, self.teacher, teacher_step, x0, draws["noise"], sigma, sigma_next, self.distance, weight
+        )
 
     def target_rate(self, step: int) -> float:
         return self.config.cd.target_ema

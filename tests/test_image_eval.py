@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from torch_consistency.config import load_config
 from torch_consistency.nets import build_model
@@ -27,13 +28,19 @@ def digits_checkpoint(folder):
     return folder
 
 
-def test_sample_writes_openai_layout_and_eval_reports_image_metrics(tmp_path):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One classifier cache for the module: the digits classifier is trained once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_sample_writes_openai_layout_and_eval_reports_image_metrics(tmp_path, cache):
     run = digits_checkpoint(tmp_path / "run")
     result = cm("sample", "--checkpoint", run, "--steps", "2", "--num", "10", "--out", tmp_path / "s")
     assert result.returncode == 0, result.stderr
     arrays = np.load(tmp_path / "s" / "samples.npz")
     assert arrays["arr_0"].shape == (10, 8, 8, 1) and arrays["arr_0"].dtype == np.uint8 and int(arrays["nfe"]) == 2
-    result = cm("eval", "--checkpoint", run, "--steps", "1,2", "--num", "300", "--cache", tmp_path / "cache",
+    result = cm("eval", "--checkpoint", run, "--steps", "1,2", "--num", "300", "--cache", cache,
                 "--out", tmp_path / "e")  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "e" / "results.json").read_text())
@@ -49,3 +56,12 @@ def test_eval_refuses_inception_without_weights(tmp_path):
     result = cm("eval", "--checkpoint", run, "--features", "inception", "--out", tmp_path / "e")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "--inception-weights" in result.stderr and not (tmp_path / "e").exists()
+
+
+def test_eval_against_user_statistics_checks_their_dimension(tmp_path, cache):
+    run = digits_checkpoint(tmp_path / "run")
+    np.savez(tmp_path / "edm-style.npz", mu=np.zeros(7), sigma=np.eye(7))  # EDM/pytorch-fid layout, wrong size
+    result = cm("eval", "--checkpoint", run, "--steps", "1", "--num", "50", "--cache", cache,
+                "--reference-stats", tmp_path / "edm-style.npz", "--out", tmp_path / "e")  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "7-d statistics" in result.stderr and not (tmp_path / "e").exists()

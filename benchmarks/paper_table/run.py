@@ -13,6 +13,8 @@ Writes OUT/report.md, OUT/results.json, OUT/metric_vs_nfe.png and OUT/samples.pn
 
 import argparse
 import dataclasses
+import json
+import math
 import shlex
 import sys
 import time
@@ -27,7 +29,7 @@ from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
 from torch_consistency.evaluation.plots import save_image_rows, save_metric_plot
 from torch_consistency.files import write_json_atomic, write_text_atomic
-from torch_consistency.training.checkpoint import load_checkpoint
+from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 
 # name → (bundled config, overrides, the config key naming the teacher or None); every method that uses a
@@ -40,8 +42,8 @@ METHODS = {
     "CT (l2)": ("ct", [], None),
     "iCT": ("ict", [], None),
     "ECT": ("ect", [], "ect.teacher"),
-    "sCT": ("scm", ["scm.mode=sct"], None),
-    "sCD": ("scm", ["scm.mode=scd"], "scm.teacher"),
+    "sCT": ("scm", ["scm.mode=sct", "train.precision=bf16"], None),  # bf16 autocast: sCM's stability claim
+    "sCD": ("scm", ["scm.mode=scd", "train.precision=bf16"], "scm.teacher"),
 }
 STEPS = (1, 2, 4)
 TEACHER_SWEEP = {"euler": (4, 8, 18, 35), "heun": (3, 5, 10, 18)}  # Karras levels (Heun: 2K−1 NFE)
@@ -90,7 +92,9 @@ def main() -> None:
     )
     folders, seconds = {}, {}
     for name, (kind, overrides, teacher_key) in methods.items():
-        extra = [f"train.total_steps={args.steps}", f"train.checkpoint_every={args.steps}", "train.sample_every=0"]
+        every = max(1, args.steps // 6)  # intermediate checkpoints: ECT's time to reach CD's quality
+        extra = [f"train.total_steps={args.steps}", f"train.checkpoint_every={every}", "train.keep_checkpoints=10",
+                 "train.sample_every=0"]  # fmt: skip
         extra += [f"{teacher_key}={teacher_dir}"] if teacher_key else []
         extra += [f"ect.stage_steps={max(1, args.steps // 8)}"] if kind == "ect" else []
         extra += [f"scm.tangent_warmup_steps={max(1, args.steps // 10)}"] if kind == "scm" else []
@@ -128,21 +132,58 @@ def main() -> None:
             if steps <= 2:
                 rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = generated.x[:12]
 
+    catch_up = ect_catch_up(folders, by_name(scores), reference, extractor, args.num)
     args.out.mkdir(parents=True, exist_ok=True)
     metric = extractor.metric_name
     save_metric_plot(series, metric, args.out / "metric_vs_nfe.png", floor=floor.fd)
     save_image_rows(rows, args.out / "samples.png")
-    by = {(s.label, s.nfe): s.fd for s in scores}
+    by = by_name(scores)
     results = {
         "dataset": args.dataset, "metric": metric, "features": extractor.description, "steps": args.steps,
         "batch": teacher.config.optim.batch_size if not args.batch else args.batch, "num_samples": args.num,
         "teacher": str(teacher_dir), "teacher_steps": teacher.step, "train_seconds": seconds,
-        "scores": [s.to_dict() for s in scores], "data_floor": floor.to_dict(),
+        "scores": [s.to_dict() for s in scores], "data_floor": floor.to_dict(), "ect_catch_up": catch_up,
+        "losses_finite": {name: losses_finite(folder) for name, folder in folders.items()},
         "minutes": (time.perf_counter() - tic) / 60,
     }  # fmt: skip
     write_json_atomic(args.out / "results.json", results)
     write_text_atomic(args.out / "report.md", report(args, results, by, metric, floor.fd, methods))
     print(f"report: {args.out / 'report.md'}")
+
+
+def by_name(scores) -> dict:
+    return {(s.label, s.nfe): s.fd for s in scores}
+
+
+def training_seconds(folder: Path, up_to_step: int | None = None) -> float:
+    """Compute time of a run's steps (from log.jsonl's samples/s; checkpoint writes excluded)."""
+    seconds = 0.0
+    for line in (folder / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if up_to_step is None or record["step"] <= up_to_step:
+            seconds += 1.0 / record["samples_per_s"]
+    return seconds * load_checkpoint(folder).config.optim.batch_size
+
+
+def losses_finite(folder: Path) -> bool:
+    return all(math.isfinite(json.loads(line)["loss"]) for line in (folder / "log.jsonl").read_text().splitlines())
+
+
+def ect_catch_up(folders: dict, by: dict, reference, extractor, num: int) -> dict | None:
+    """When ECT's 2-step metric first reaches CD's final 2-step metric, and the training time it took vs CD's."""
+    if "ECT" not in folders or "CD (Heun, l2)" not in folders:
+        return None
+    goal = by[("CD (Heun, l2)", 2)]
+    cd_seconds = training_seconds(folders["CD (Heun, l2)"])
+    curve = []
+    for path in list_checkpoints(folders["ECT"]):
+        checkpoint = load_checkpoint(path)
+        generated = sample_checkpoint(checkpoint, num, steps=2, seed=1)
+        fd = score_images("ECT", generated.x, generated.nfe, reference, extractor).fd
+        curve.append({"step": checkpoint.step, "seconds": training_seconds(folders["ECT"], checkpoint.step), "fd": fd})
+    reached = next((point for point in curve if point["fd"] <= goal), None)
+    return {"cd_2step": goal, "cd_seconds": cd_seconds, "curve": curve, "reached": reached,
+            "fraction_of_cd_time": reached["seconds"] / cd_seconds if reached else None}  # fmt: skip
 
 
 def report(args, results: dict, by: dict, metric: str, floor: float, methods: dict) -> str:
@@ -168,6 +209,17 @@ def report(args, results: dict, by: dict, metric: str, floor: float, methods: di
         cells = [f"{nfe}: {fd:.3f}" for (name, nfe), fd in sorted(by.items()) if name == label]
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
     best_teacher = min(fd for (name, _), fd in by.items() if name.startswith("teacher"))
+    catch_up = results["ect_catch_up"]
+    if catch_up is not None:
+        reached = catch_up["reached"]
+        lines += ["", "ECT against CD (2 steps): CD (Heun, l2) reaches "
+                  f"{catch_up['cd_2step']:.3f} in {catch_up['cd_seconds'] / 60:.1f} min of training; ECT's curve: "
+                  + ", ".join(f"step {p['step']} ({p['seconds'] / 60:.1f} min) {p['fd']:.3f}"
+                              for p in catch_up["curve"])
+                  + (f". ECT reaches it after {catch_up['fraction_of_cd_time']:.0%} of CD's time." if reached
+                     else ". ECT does not reach it within the budget.")]  # fmt: skip
+    lines += ["", "Training losses finite (no NaN) for: "
+              + ", ".join(name for name, ok in results["losses_finite"].items() if ok)]  # fmt: skip
     lines += ["", "## The paper's claims, checked", "", *claims(by, best_teacher, methods), "",
               "![metric against NFE](metric_vs_nfe.png)", "", "![samples](samples.png)", "",
               "Made by:", "", "```", "python " + " ".join(shlex.quote(a) for a in sys.argv), "```", ""]  # fmt: skip
@@ -195,6 +247,11 @@ def claims(by: dict, best_teacher: float, methods: dict) -> list[str]:
     if heun is not None and euler is not None:
         out.append(check(f"CD: Heun at least as good as Euler at equal N, 1 step ({heun:.3f} vs {euler:.3f})",
                          heun <= euler))  # fmt: skip
+    ict = fd("iCT", 1)
+    if ict is not None and ct is not None:
+        out.append(
+            check(f"iCT 1-step ≤ 0.6× CT 1-step ({ict:.3f} vs 0.6 × {ct:.3f} = {0.6 * ct:.3f})", ict <= 0.6 * ct)
+        )
     two = fd("CD (Heun, l2)", 2)
     if two is not None:
         out.append(check(f"CD 2-step within 2× of the teacher's best ({two:.3f} vs {best_teacher:.3f})",

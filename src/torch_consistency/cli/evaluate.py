@@ -44,6 +44,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="folder for the classifier and reference statistics",
     )
     parser.add_argument(
+        "--reference-stats",
+        type=Path,
+        help="images: reference statistics (.npz with mu, sigma: ours, EDM's or pytorch-fid's); FD only",
+    )
+    parser.add_argument(
         "--search-sigmas",
         action="store_true",
         help="find the best 2- and 3-step σ's (greedy ternary search) and store them in the checkpoint",

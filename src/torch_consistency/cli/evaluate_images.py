@@ -6,7 +6,8 @@ import dataclasses
 from ..data import build_dataset
 from ..errors import ConfigError
 from ..evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
-from ..evaluation.images import ImageScore, evaluate_image_checkpoint, prepare_reference, score_images
+from ..evaluation.frechet import FeatureStatistics
+from ..evaluation.images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
 from ..evaluation.plots import image_grid, save_metric_plot, save_png
 from ..files import write_json_atomic, write_text_atomic
 from ..training.checkpoint import Checkpoint
@@ -47,7 +48,16 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         reference_data = training  # no held-out images: compare with the training images themselves
     extractor = build_extractor(args, checkpoint)
     reference_images = reference_data.to_float(reference_data.images)
-    reference = prepare_reference(extractor, reference_images, args.cache, reference_data.name)
+    if args.reference_stats is not None:  # e.g. EDM's or pytorch-fid's .npz (mu, sigma): FD only
+        statistics = FeatureStatistics.load(args.reference_stats)
+        if statistics.dim != extractor.dim:
+            raise ConfigError(
+                f"{args.reference_stats} holds {statistics.dim}-d statistics; {extractor.description} gives "
+                f"{extractor.dim}-d features"
+            )
+        reference = Reference(None, statistics, str(args.reference_stats))
+    else:
+        reference = prepare_reference(extractor, reference_images, args.cache, reference_data.name)
     if args.search_sigmas:
         search_and_store_sigmas(checkpoint, reference, extractor, args)
     label = checkpoint.config.train.method
@@ -63,7 +73,9 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         "step": checkpoint.step,
         "metric": extractor.metric_name,
         "features": extractor.description,
-        "reference": f"{reference_data.name} ({len(reference_images)} images)",
+        "reference": reference.name
+        if args.reference_stats
+        else f"{reference_data.name} ({len(reference_images)} images)",
         "scores": [s.to_dict() for s in scores],
         "data_floor": floor.to_dict(),
     }

@@ -37,10 +37,9 @@ class ImageScore:
 
 @dataclass
 class Reference:
-    """Reference images with their cached feature statistics."""
+    """Reference statistics, with the reference features when the images are at hand (KID, precision/recall)."""
 
-    images: torch.Tensor
-    features: torch.Tensor
+    features: torch.Tensor | None
     statistics: FeatureStatistics
     name: str
 
@@ -48,15 +47,21 @@ class Reference:
 def prepare_reference(extractor: FeatureExtractor, images: torch.Tensor, cache_dir: Path, name: str) -> Reference:
     """Features and (cached) statistics of the reference images."""
     statistics = reference_statistics(extractor, images, cache_dir, name)
-    return Reference(images, torch.from_numpy(extractor(images)), statistics, name)
+    return Reference(torch.from_numpy(extractor(images)), statistics, name)
 
 
 def score_images(
     label: str, samples: torch.Tensor, nfe: int, reference: Reference, extractor: FeatureExtractor
 ) -> ImageScore:
-    """FD (float64), KID (cubic kernel) and k = 3 precision/recall of `samples` against the reference."""
+    """FD (float64), KID (cubic kernel) and k = 3 precision/recall of `samples` against the reference.
+
+    Against statistics alone (e.g. an EDM or pytorch-fid .npz) only FD is defined; the others are NaN.
+    """
     features = extractor(samples)
     fd = frechet_distance(feature_statistics(features, extractor.description), reference.statistics)
+    if reference.features is None:
+        nan = float("nan")
+        return ImageScore(label, nfe, fd, nan, nan, nan, nan, len(samples))
     subset = min(1000, len(features), len(reference.features))
     kid = kernel_inception_distance(features, reference.features.numpy(), subsets=20, subset_size=subset)
     pr = precision_recall(reference.features, torch.from_numpy(features), k=3)

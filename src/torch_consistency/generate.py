@@ -49,13 +49,15 @@ def generate(
 
     Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
     """
-    model = model.to(device).eval()
+    memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).eval()
     outputs, all_labels, nfe = [], [], 0
     starts = range(0, num_samples, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling")):
         count = min(batch_size, num_samples - start)
         generator = torch.Generator(device=device).manual_seed(seed + b)
         noise = torch.randn((count, *sample_shape), generator=generator, device=device)
+        noise = noise.contiguous(memory_format=memory_format)
         labels = (
             torch.randint(0, num_classes, (count,), generator=generator, device=device) if num_classes > 0 else None
         )

@@ -33,6 +33,7 @@ from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
 METHODS = ("cd", "ct", "ict", "ect", "sct", "scd")
+SCM_CONDITIONING = "diffusion.noise_conditioning=edm"  # ln σ/4: see SCMConfig
 
 
 def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) -> list[str]:
@@ -44,8 +45,8 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
         "ct": ["train.method=ct"],
         "ict": ["train.method=ict"],
         "ect": ["train.method=ect", f"ect.teacher={teacher}", stage_steps],
-        "sct": ["train.method=scm", "scm.mode=sct", warmup, scm_lr],
-        "scd": ["train.method=scm", "scm.mode=scd", "scm.teacher=exact", warmup, scm_lr],
+        "sct": ["train.method=scm", "scm.mode=sct", warmup, scm_lr, SCM_CONDITIONING],
+        "scd": ["train.method=scm", "scm.mode=scd", "scm.teacher=exact", warmup, scm_lr, SCM_CONDITIONING],
         "teacher": [
             "train.method=teacher", f"train.total_steps={args.teacher_steps}",
             f"train.checkpoint_every={args.teacher_steps}",

@@ -140,6 +140,9 @@ class SCMConfig:
     t from tan t = e^τ/σ_d with τ ~ N(p_mean, p_std²); r ramps 0 → 1 over tangent_warmup_steps; the tangent g
     is normalised as g/(‖g‖ + tangent_norm_c); a learned weighting w(t) is trained jointly (part of the model,
     unused by sampling). θ⁻ = stopgrad θ. Dropout (network.dropout) uses the same mask in the tangent pass.
+    Train sCT with diffusion.noise_conditioning = "edm" (ln σ/4): the JVP differentiates through c_noise, and
+    openai's 250·ln σ scales that derivative by 250, which drowns the tangent (the sCM paper's c_noise(t) = t
+    rather than 1000t); the bundled *_scm configs do. sCD inherits its teacher's conditioning.
     """
 
     mode: str = "sct"  # sct | scd

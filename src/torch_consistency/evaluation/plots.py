@@ -87,17 +87,21 @@ def save_samples_picture(samples: torch.Tensor, path: str | Path, title: str = "
 def save_metric_plot(
     series: dict[str, list[tuple[int, float]]], metric: str, path: str | Path, floor: float | None = None
 ) -> Path:
-    """A metric against NFE (log scale), one line per named series, the data floor as a dashed line."""
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for name, points in series.items():
+    """A metric against NFE (both axes log scale), one line per named series (distinct colours and markers), the
+    data floor as a dashed line."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    colours, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    for index, (name, points) in enumerate(series.items()):
         points = sorted(points)
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker=markers[index % len(markers)],
+                  color=colours[index % len(colours)], label=name)  # fmt: skip
     if floor is not None:
         axis.axhline(floor, linestyle="--", color="grey", label="data floor")
     axis.set_xscale("log")
+    axis.set_yscale("log")
     axis.set_xlabel("NFE")
     axis.set_ylabel(metric)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")

@@ -136,7 +136,7 @@ def gaussian_blur(x, sigma):
     return F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), kernel.view(1, 1, 7, 1))
 
 
-def test_classifier_frechet_distance_grows_with_blur(digits_classifier):
+def test_classifier_frechet_distance_grows_with_blur_and_noise(digits_classifier):
     extractor = classifier_extractor(digits_classifier[0])
     assert extractor.metric_name == "FD_classifier" and extractor.dim == 64
     digits = load_digits()
@@ -148,6 +148,12 @@ def test_classifier_frechet_distance_grows_with_blur(digits_classifier):
     ]
     assert all(later > earlier for earlier, later in itertools.pairwise(distances)), distances
     assert distances[-1] > 20 * distances[0]  # the data floor is small next to heavy blur
+    noise = torch.randn(images[1::2].shape, generator=torch.Generator().manual_seed(0))
+    noised = [
+        frechet_distance(reference, feature_statistics(extractor(images[1::2] + std * noise)))
+        for std in (0.0, 0.1, 0.3, 0.6)
+    ]
+    assert all(later > earlier for earlier, later in itertools.pairwise(noised)), noised
 
 
 def test_reference_statistics_are_cached_per_extractor_and_data(tmp_path):

@@ -119,8 +119,8 @@ class ECTConfig:
     """Easy consistency tuning (reference.md §9): start from a diffusion model's weights and shrink the gap t − r.
 
     t ~ lognormal(p_mean, p_std) clamped to [σ_min, σ_max]; r = max(0, t·(1 − q^{−(s+1)}·(1 + 8·sigmoid(−t))))
-    at stage s = ⌊step/stage_steps⌋ (CIFAR-10: q = 2 and a stage every 25k steps; ImageNet-64: q = 4; a short
-    budget wants a large q from the start, as the ECT repository's 1-hour recipe, q = 256: the bundled configs);
+    at stage s = ⌊step/stage_steps⌋ (CIFAR-10: q = 2 and a stage every 25k steps; ImageNet-64: q = 4; for a short
+    budget the bundled configs start from a large q in one stage, like the ECT repository's 1-hour recipe, q = 256);
     r < σ_min counts as r = 0 and its target is x0 itself. Loss (√(‖Δ‖² + c²) − c)/(t − r) with c = huber_c
     (0 on CIFAR-10, 0.06 on ImageNet-64); the target is the online network under no_grad (μ = 0).
     """

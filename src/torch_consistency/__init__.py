@@ -1,0 +1,1 @@
+"""torch-consistency: consistency models in PyTorch (distillation, training, few-step sampling, editing)."""

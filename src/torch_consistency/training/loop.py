@@ -83,7 +83,7 @@ def _train(
     bar = tqdm(total=t.total_steps, initial=start, disable=not (progress and place.is_main), desc=t.method)
     try:
         for step in range(start, t.total_steps):
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             # The global batch and its randomness, then this rank's rows of it.
             torch.manual_seed(derive_seed(t.seed, step, STREAM_DEVICE, place.rank))
             x0, labels = dataset.training_batch(step, batch, t.seed)
@@ -106,6 +106,7 @@ def _train(
                         "grad_norm": result.grad_norm.item(),
                         **method.log_values(step),
                         "samples_per_s": batch / (time.perf_counter() - tic),
+                        "cpu_seconds": time.process_time() - cpu_tic,  # all threads of this process
                     }
                 )
                 bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)

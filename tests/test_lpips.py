@@ -33,10 +33,10 @@ def test_loads_torchvision_and_lpips_files(tmp_path):
 def test_distance_is_zero_for_equal_images_symmetric_and_positive(tmp_path):
     files_in_original_layouts(tmp_path)
     lpips = load_lpips(tmp_path / "vgg16.pth", tmp_path / "vgg.pth")
-    x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
-    assert torch.allclose(lpips(x, x), torch.zeros(2))
-    assert torch.allclose(lpips(x, y), lpips(y, x)) and torch.all(lpips(x, y) > 0)
-    assert lpips(x, y).shape == (2,)
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1  # at their size (forward: 224 px)
+    d_xy = lpips.distance(x, y)
+    assert torch.allclose(lpips.distance(x, x), torch.zeros(2))
+    assert torch.allclose(d_xy, lpips.distance(y, x)) and torch.all(d_xy > 0) and d_xy.shape == (2,)
 
 
 def test_missing_or_incomplete_weights_are_refused(tmp_path, monkeypatch):

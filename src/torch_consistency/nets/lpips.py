@@ -130,8 +130,7 @@ def load_lpips(*paths: str | Path) -> LPIPS:
     state: dict[str, torch.Tensor] = {}
     for path in paths:
         state.update(our_names(read_state_dict(Path(path))))
-    heads = installed_lpips_heads()
-    if not any(key.startswith("lins.") for key in state) and heads is not None:
+    if not any(key.startswith("lins.") for key in state) and (heads := installed_lpips_heads()) is not None:
         state.update(our_names(read_state_dict(heads)))
     model = LPIPS()
     expected = {k for k in model.state_dict() if k not in ("shift", "scale")}

@@ -5,7 +5,7 @@ from torch import nn
 from torch_consistency.errors import CheckpointError
 from torch_consistency.evaluation.features import inception_extractor
 from torch_consistency.evaluation.inception import (
-    RESIZE,
+    PREPROCESSING,
     WRAPPER_NAMES,
     InceptionV3Features,
     load_inception,
@@ -39,7 +39,7 @@ def test_pytorch_fid_state_dict_round_trip_gives_2048_features(network, tmp_path
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(pytorch_fid_layout(network), path, _use_new_zipfile_serialization=False)  # as the 2019 file
     extractor = inception_extractor(path)
-    assert extractor.dim == 2048 and RESIZE in extractor.description and path.name in extractor.description
+    assert extractor.dim == 2048 and PREPROCESSING in extractor.description and path.name in extractor.description
     loaded = load_inception(path).network
     for name, tensor in network.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
@@ -47,7 +47,7 @@ def test_pytorch_fid_state_dict_round_trip_gives_2048_features(network, tmp_path
     features = extractor(grey)
     assert features.shape == (1, 2048) and features.dtype.name == "float64"
     with torch.no_grad():
-        direct = network(preprocess(grey))
+        direct = network((preprocess(grey) - 128) / 128)
     assert torch.allclose(torch.from_numpy(features).float(), direct, rtol=1e-5, atol=1e-6)
 
 
@@ -78,10 +78,10 @@ def test_torchscript_round_trip(tmp_path):
     path = tmp_path / "inception-2015-12-05.pt"
     torch.jit.save(torch.jit.script(detector), str(path))
     extractor = load_inception(path)
-    assert "TorchScript" in extractor.description and RESIZE in extractor.description
+    assert "TorchScript" in extractor.description and PREPROCESSING in extractor.description
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        expected = detector.layers(((preprocess(images) + 1) * 127.5 - 128) / 128)
+        expected = detector.layers((preprocess(images) - 128) / 128)
     assert torch.allclose(extractor(images), expected, atol=1e-5)
 
 

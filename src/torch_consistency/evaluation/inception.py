@@ -1,10 +1,14 @@
 """Inception-v3 pool3 features (2048-d) for FID, in plain torch (reference.md §14). Nothing is downloaded.
 
-The network is the TensorFlow 2015-12-05 graph as ported by pytorch-fid (FIDInceptionA/C/E_1/E_2: average pools
-that ignore padding, a max pool in the last block). Its parameter names are torchvision's, which are also the names
-in torch-fidelity's file, so both weight files load as they are; pytorch-fid's wrapper layout (`blocks.i.j.…`) is
-mapped. clean-fid's file is NVIDIA's TorchScript detector (StyleGAN2-ADA) and is run as clean-fid runs it.
-Every input goes through one preprocessing, named in `RESIZE`: grey → RGB, then bilinear resizing to 299×299.
+The network is the TensorFlow 2015-12-05 graph as ported by pytorch-fid and torch-fidelity (FIDInceptionA/C/E_1/E_2:
+average pools that ignore padding, a max pool in the last block). Its parameter names are torchvision's, which are
+also the names in torch-fidelity's file, so both weight files load as they are; pytorch-fid's wrapper layout
+(`blocks.i.j.…`) is mapped. clean-fid's file is NVIDIA's TorchScript detector (StyleGAN2-ADA) and is run as clean-fid
+runs it. Every input goes through torch-fidelity's preprocessing, named in `PREPROCESSING`: grey → RGB, 8-bit values,
+TensorFlow 1's bilinear resize to 299×299, (x − 128)/128. tests/test_metric_references.py shows that image →
+features equals torch-fidelity's FeatureExtractorInceptionV3 for any image size, so FID computed here is
+torch-fidelity's (and TensorFlow's); pytorch-fid resizes with torch's bilinear and scales by 2x/255 − 1 instead.
+The network is kept here rather than imported because torch-fidelity needs torchvision, which this library does not.
 """
 
 import re
@@ -19,7 +23,7 @@ from ..errors import CheckpointError, ConfigError
 
 SIZE = 299
 FEATURES = 2048
-RESIZE = "bilinear 299×299 (torch interpolate, align_corners=False, antialias=False, as pytorch-fid)"
+PREPROCESSING = "8-bit RGB, TensorFlow-1 bilinear resize to 299×299, (x − 128)/128 (as torch-fidelity)"
 SOURCES = (
     "pt_inception-2015-12-05-6726825d.pth from pytorch-fid "
     "(https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth), "
@@ -149,7 +153,7 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3Features(nn.Module):
-    """Inception-v3 up to the final average pool: (N, 3, 299, 299) in [-1, 1] → (N, 2048). No fc layer."""
+    """Inception-v3 up to the final average pool: (N, 3, 299, 299) as (x − 128)/128 → (N, 2048). No fc layer."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,16 +183,35 @@ class InceptionV3Features(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def preprocess(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] (N, C, H, W): grey replicated to RGB, then bilinear 299×299 (see RESIZE)."""
+def pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (N, 1 or 3, H, W) → RGB 8-bit values round((x + 1)·127.5) in 0…255, as float32."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ConfigError(f"Inception features need images (N, 1 or 3, H, W), got shape {tuple(images.shape)}")
-    x = images.float()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    if x.shape[-2:] != (SIZE, SIZE):
-        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False)
-    return x
+    x = ((images.float() + 1) * 127.5).round().clamp(0, 255)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def resize_tensorflow1(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """TensorFlow 1's bilinear resize (align_corners=False): output pixel i reads the input at i·n_in/size."""
+
+    def axis(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale = torch.tensor(n_in / size, dtype=torch.float32)
+        position = torch.arange(size, dtype=torch.float32, device=x.device) * scale
+        low = position.long()
+        return low, (low + 1).clamp_max(n_in - 1), position - low.float()
+
+    (top, bottom, dy), (left, right, dx) = axis(x.shape[-2]), axis(x.shape[-1])
+
+    def along_width(rows: torch.Tensor) -> torch.Tensor:
+        return rows[..., left] + (rows[..., right] - rows[..., left]) * dx
+
+    upper, lower = along_width(x[..., top, :]), along_width(x[..., bottom, :])
+    return upper + (lower - upper) * dy[:, None]
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (N, C, H, W) → RGB values in 0…255 at 299×299: 8-bit, then TensorFlow 1's resize."""
+    return resize_tensorflow1(pixel_values(images))
 
 
 def standard_state_dict(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -250,16 +273,14 @@ class InceptionExtractor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = preprocess(images.to(self.device))
+        x255 = preprocess(images.to(self.device))
+        x = (x255 - 128) / 128
         if not self.torchscript:
             features = self.network(x)
-        else:  # NVIDIA's detector as clean-fid runs it: [0, 255], (x − 128)/128 into .layers, or forward(…, True)
-            x255 = (x + 1) * 127.5
-            if hasattr(self.network, "layers"):
-                features = self.network.layers((x255 - 128) / 128)
-            else:
-                features = self.network(x255, return_features=True)
-            features = features.reshape(len(x), -1)
+        elif hasattr(self.network, "layers"):  # NVIDIA's detector as clean-fid runs it: (x − 128)/128 into .layers
+            features = self.network.layers(x).reshape(len(x), -1)
+        else:  # or [0, 255] into forward(…, return_features=True)
+            features = self.network(x255, return_features=True).reshape(len(x), -1)
         if features.shape != (len(x), FEATURES):
             raise CheckpointError(f"{self.description}: gives features of shape {tuple(features.shape)}, not "
                                   f"(N, {FEATURES}); it is not an Inception-v3 pool3 network")  # fmt: skip
@@ -286,7 +307,7 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> Ince
         raise CheckpointError(f"Inception weights {path} not found; download one of {SOURCES} yourself")
     if is_torchscript(path):
         extractor = InceptionExtractor(_load_torchscript(path), f"Inception-v3 pool3 (TorchScript {path.name}), "
-                                       f"input grey→RGB, {RESIZE}, then [0, 255]", True, device)  # fmt: skip
+                                       f"input {PREPROCESSING}", True, device)  # fmt: skip
         extractor(torch.zeros(1, 3, SIZE, SIZE))  # a foreign TorchScript fails here, with one line
         return extractor
     try:
@@ -298,5 +319,5 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> Ince
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict; expected {SOURCES}")
     network = InceptionV3Features()
     load_state_dict_checked(network, standard_state_dict(state, path), path)
-    description = f"Inception-v3 pool3 ({path.name}, pytorch-fid layout), input grey→RGB, {RESIZE}, [-1, 1]"
+    description = f"Inception-v3 pool3 ({path.name}, torchvision names), input {PREPROCESSING}"
     return InceptionExtractor(network, description, False, device)

@@ -5,15 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint clean
 
-# The last step installs the libraries the metric tests compare with beside the venv, in .venv/reference (why:
-# tests/reference-requirements.txt). Exact pins and --no-deps: only those four wheels, torch untouched, so no pip
-# constraint applies to that step.
-$(BIN)/cm: pyproject.toml tests/reference-requirements.txt
+# The last step installs the `reference` extra of pyproject.toml beside the venv, in .venv/reference (why: see
+# there). Exact pins and --no-deps: only those wheels, torch untouched, so no pip constraint applies to that step.
+REFERENCE = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['reference']))")
+
+$(BIN)/cm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	PIP_CONSTRAINT=/dev/null $(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/reference \
-		-r tests/reference-requirements.txt
+		$(REFERENCE)
 	touch $(BIN)/cm
 
 demo: $(BIN)/cm

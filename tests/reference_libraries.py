@@ -9,9 +9,9 @@ the reference implementations use. This is done only after a plain import has fa
 whose C extension loads is imported untouched.
 
 Installed in the venv, that torchvision would also break diffusers (a runtime dependency: it imports torchvision
-when it finds it, and fails the same way). So the four libraries of the `reference` extra of pyproject.toml are installed
-apart, in <venv>/reference (see the Makefile), which only this helper puts on sys.path, after site-packages. The
-library itself never imports any of them.
+when it finds it, and fails the same way). So the four libraries of the `reference` extra of pyproject.toml are
+installed apart, in <venv>/reference (see the Makefile), which only this helper puts on sys.path, after
+site-packages. The library itself never imports any of them.
 """
 
 import importlib

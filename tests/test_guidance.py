@@ -255,3 +255,26 @@ def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
         unet = model.net.unet
         assert set(unet.state_dict()) == set(UNet2DModel(**unet.config).state_dict())
         assert not unet.time_embedding._forward_pre_hooks
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher.label_dropout=1.0"], "teacher.label_dropout must lie in [0, 1)"),
+        (["network.class_conditional=false", "teacher.label_dropout=0.2"], "needs network.class_conditional"),
+        (["cd.guidance=cfg"], "cd.guidance = 'cfg' is unknown"),
+        (["cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=2"], "give a range"),
+        (["cd.guidance=fixed", "cd.guidance_min=2", "cd.guidance_max=3"], "uses one w"),
+        (["cd.guidance_min=3", "cd.guidance_max=2"], "need 0 ≤ cd.guidance_min ≤ cd.guidance_max"),
+        (["train.method=scm", "scm.guidance=input", "scm.guidance_max=4"], "needs scm.mode = 'scd'"),
+        (["train.method=cd", "cd.teacher=x", "cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=4"],
+         "outside the trained range"),
+        (["sampling.guidance=-1"], "sampling.guidance (w) must be ≥ 0"),
+    ],
+)  # fmt: skip
+def test_bad_guidance_settings_are_one_line_config_errors(overrides, message):
+    from torch_consistency.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        teacher_config(*overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -29,3 +29,9 @@ def gaussian():
             return gaussian_consistency_function(x, sigma, mean.to(x.dtype), std, sigma_min)
 
     return Oracle()
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """One classifier cache for the session: the digits evaluation classifier is trained once."""
+    return tmp_path_factory.mktemp("classifier-cache")

@@ -28,10 +28,10 @@ def digits_checkpoint(folder):
     return folder
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One classifier cache for the module: the digits classifier is trained once."""
-    return tmp_path_factory.mktemp("cache")
+@pytest.fixture
+def cache(digits_cache):
+    """The session's classifier cache: the digits classifier is trained once."""
+    return digits_cache
 
 
 def test_sample_writes_openai_layout_and_eval_reports_image_metrics(tmp_path, cache):

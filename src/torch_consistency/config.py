@@ -68,6 +68,10 @@ class TeacherConfig:
 
     p_mean: float = -1.2
     p_std: float = 1.2
+    # classifier-free guidance (guidance.py): this fraction of the labels becomes the null class ∅ (index
+    # num_classes, an embedding of its own) during training, so the teacher is also D(x, σ, ∅); needs
+    # network.class_conditional. A student (CD, ECT, sCM) copies this section from its teacher.
+    label_dropout: float = 0.0
 
 
 @dataclass
@@ -81,6 +85,12 @@ class DistillationConfig:
     distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips
     weighting: str = "uniform"
     lpips_weights: str = ""  # lpips: "VGG16.pth,LPIPS_HEADS.pth" (torchvision's VGG16, the lpips package's vgg.pth)
+    # guided distillation (LCM; guidance.py): the teacher step uses D_w = D_∅ + w·(D_c − D_∅) of a teacher trained
+    # with teacher.label_dropout > 0. none: D_c; input: w ~ U[guidance_min, guidance_max] per sample and the
+    # student takes w as an input; fixed: w = guidance_min = guidance_max, no w input.
+    guidance: str = "none"
+    guidance_min: float = 1.0
+    guidance_max: float = 1.0
 
 
 @dataclass
@@ -153,6 +163,9 @@ class SCMConfig:
     tangent_warmup_steps: int = 10_000
     tangent_norm_c: float = 0.1
     jvp_fp32: bool = True  # run the JVP pass in fp32 even when train.precision = "bf16"
+    guidance: str = "none"  # sCD only: guided distillation as cd.guidance (none | input | fixed)
+    guidance_min: float = 1.0
+    guidance_max: float = 1.0
 
 
 @dataclass
@@ -194,6 +207,7 @@ class SamplingConfig:
     teacher_steps: int = 18  # Karras levels before the final 0; Heun spends 2K−1 evaluations
     sigmas_2: list[float] = field(default_factory=list)  # 2-step σ's found by `cm eval --search-sigmas`
     sigmas_3: list[float] = field(default_factory=list)  # 3-step σ's (empty: a Karras grid of steps + 1)
+    guidance: float = 1.0  # default w for a model that takes guidance (a teacher with a null class, a w-input student)
 
 
 @dataclass
@@ -220,6 +234,27 @@ class Config:
     def from_dict(cls, values: dict[str, Any]) -> "Config":
         """Build from nested dicts (TOML or JSON); unknown sections or keys are errors."""
         return _build(cls, values, "")
+
+
+def has_null_class(config: Config) -> bool:
+    """Whether the network has the null class ∅ of classifier-free guidance (an extra embedding, index num_classes):
+    a class-conditional teacher trained with label dropout, or a student that copied such a teacher's sections."""
+    return config.network.class_conditional and config.teacher.label_dropout > 0
+
+
+def guidance_section(config: Config) -> "DistillationConfig | SCMConfig | None":
+    """The section with the run's guided-distillation settings: cd for CD, scm for sCD, None for other methods."""
+    if config.train.method == "cd":
+        return config.cd
+    if config.train.method == "scm" and config.scm.mode == "scd":
+        return config.scm
+    return None
+
+
+def has_guidance_input(config: Config) -> bool:
+    """Whether the network takes the guidance scale w as an input (a CD or sCD student with guidance = input)."""
+    section = guidance_section(config)
+    return section is not None and section.guidance == "input"
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:
@@ -349,6 +384,7 @@ def validate(config: Config) -> None:
     _require(o.lr > 0 and o.batch_size >= 1, "optim.lr must be positive and optim.batch_size at least 1")
     _require(o.grad_clip >= 0 and o.warmup_steps >= 0, "optim.grad_clip and optim.warmup_steps must be ≥ 0")
     _require(config.teacher.p_std > 0, "teacher.p_std must be positive")
+    _validate_guidance(config)
     cd, ct = config.cd, config.ct
     _require(cd.num_points >= 2, f"cd.num_points (N) must be at least 2, got {cd.num_points}")
     _one_of(cd.solver, ("euler", "heun"), "cd.solver")
@@ -377,6 +413,42 @@ def validate(config: Config) -> None:
         _require(
             bool(cd.teacher),
             "cd.teacher must name a teacher checkpoint (or 'exact' for Gaussian-mixture data)",
+        )
+
+
+def _validate_guidance(config: Config) -> None:
+    """Label dropout and guided distillation (guidance.py)."""
+    from .guidance import GUIDANCE_MODES
+
+    dropout = config.teacher.label_dropout
+    _require(0 <= dropout < 1, f"teacher.label_dropout must lie in [0, 1), got {dropout}")
+    _require(
+        dropout == 0 or config.network.class_conditional,
+        "teacher.label_dropout drops class labels: it needs network.class_conditional = true",
+    )
+    for name in ("cd", "scm"):
+        section = getattr(config, name)
+        _one_of(section.guidance, GUIDANCE_MODES, f"{name}.guidance")
+        low, high = section.guidance_min, section.guidance_max
+        _require(0 <= low <= high, f"need 0 ≤ {name}.guidance_min ≤ {name}.guidance_max, got {low} and {high}")
+        if section.guidance == "input":
+            _require(low < high, f"{name}.guidance = 'input' draws w from [{name}.guidance_min, {name}.guidance_max]: "
+                                 f"give a range, got {low} and {high}")  # fmt: skip
+        if section.guidance == "fixed":
+            _require(low == high, f"{name}.guidance = 'fixed' uses one w: set {name}.guidance_min = "
+                                  f"{name}.guidance_max = w, got {low} and {high}")  # fmt: skip
+    _require(
+        config.train.method != "scm" or config.scm.guidance == "none" or config.scm.mode == "scd",
+        "scm.guidance distils a guided teacher: it needs scm.mode = 'scd'",
+    )
+    _require(config.sampling.guidance >= 0, f"sampling.guidance (w) must be ≥ 0, got {config.sampling.guidance}")
+    if has_guidance_input(config):
+        section = guidance_section(config)
+        name = config.train.method
+        _require(
+            section.guidance_min <= config.sampling.guidance <= section.guidance_max,
+            f"sampling.guidance = {config.sampling.guidance} (the default w when sampling) lies outside the trained "
+            f"range [{section.guidance_min}, {section.guidance_max}] of {name}.guidance_min/max: set it inside",
         )
 
 

@@ -1,5 +1,5 @@
 """Draw samples from a trained model in batches: a consistency model at given σ's (a TrigFlow model at given t's),
-or a teacher by its ODE."""
+or a teacher by its ODE; for chosen classes and, for models that take it, a guidance scale w (guidance.py)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from .config import Config, guidance_section, has_guidance_input, has_null_class
+from .errors import ConfigError
+from .guidance import guided_denoiser, network_calls
 from .parameterization import Preconditioned
 from .samplers import sample_multistep, sample_trigflow
 from .sigmas import karras_sigmas
@@ -21,6 +24,7 @@ class Generated:
     x: torch.Tensor
     labels: torch.Tensor | None
     nfe: int
+    guidance: float | None = None  # the w sampled with (a CFG teacher's or a w-input student's), None without
 
 
 def teacher_sigmas(num_levels: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
@@ -38,6 +42,8 @@ def generate(
     sigma_min: float,
     solver: str | None = None,
     num_classes: int = 0,
+    labels: torch.Tensor | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     batch_size: int = 1024,
     clip_denoised: bool = False,
@@ -47,6 +53,10 @@ def generate(
     """Samples from `model`: Algorithm 1 at `sigmas` for a consistency model, `solver` along `sigmas` for a denoiser,
     sCM sampling for a TrigFlow model, whose `sigmas` are TrigFlow times t (`trigflow.trigflow_time` converts).
 
+    A class-conditional model (`num_classes` > 0) samples `labels` (one per sample; `requested_labels` makes them),
+    else uniformly random labels drawn after each batch's noise. `guidance` is w: a denoiser follows the guided
+    D_w with the null class num_classes (two network calls per step, one at w = 0 or 1; NFE counts calls); a
+    consistency or TrigFlow model takes it as its input. Check both first (`requested_labels`, `sampling_guidance`).
     Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
     """
     memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
@@ -58,28 +68,82 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(seed + b)
         noise = torch.randn((count, *sample_shape), generator=generator, device=device)
         noise = noise.contiguous(memory_format=memory_format)
-        labels = (
-            torch.randint(0, num_classes, (count,), generator=generator, device=device) if num_classes > 0 else None
-        )
+        if labels is not None:
+            batch_labels = labels[start : start + count].to(device)
+        elif num_classes > 0:
+            batch_labels = torch.randint(0, num_classes, (count,), generator=generator, device=device)
+        else:
+            batch_labels = None
+        w = None if guidance is None else torch.full((count,), float(guidance), device=device)
 
-        def network(x, sigma, labels=labels):
-            return model(x, sigma, labels)
+        def network(x, sigma, labels=batch_labels, w=w):
+            return model(x, sigma, labels, guidance=w)
 
         if model.parameterization == "consistency":
             result = sample_multistep(network, sigmas, noise, sigma_min, generator, clip_denoised)
         elif model.parameterization == "trigflow":
             result = sample_trigflow(
-                lambda x, t, labels=labels: model.consistency(x, t, labels), sigmas, noise, model.sigma_data,
-                generator, clip_denoised,
+                lambda x, t, labels=batch_labels, w=w: model.consistency(x, t, labels, w), sigmas, noise,
+                model.sigma_data, generator, clip_denoised,
             )  # fmt: skip
         else:
             levels = torch.as_tensor(sigmas, dtype=torch.float64)
-            result = solve_ode(network, noise * float(levels[0]), levels, solver or "heun", generator=generator)
+            denoiser = network if guidance is None else guided_denoiser(model, batch_labels, num_classes, guidance)
+            result = solve_ode(denoiser, noise * float(levels[0]), levels, solver or "heun", generator=generator)
+            result.nfe *= network_calls(guidance)
             if clip_denoised:
                 result.x = result.x.clamp(-1, 1)
         outputs.append(result.x.cpu())
-        if labels is not None:
-            all_labels.append(labels.cpu())
+        if batch_labels is not None:
+            all_labels.append(batch_labels.cpu())
         nfe = result.nfe
     labels_out = torch.cat(all_labels) if all_labels else None
-    return Generated(torch.cat(outputs), labels_out, nfe)
+    return Generated(torch.cat(outputs), labels_out, nfe, guidance)
+
+
+def requested_labels(choice: int | str | Sequence[int], num_samples: int, num_classes: int) -> torch.Tensor:
+    """One label per sample for a class-conditional model: a class, or "all" (every class) or a list of classes in
+    equal contiguous blocks (label index ⌊i·k/n⌋ of sample i, so k classes get n/k samples each, ±1).
+
+    Raises ConfigError for an unconditional model, an empty list or a label outside 0 … num_classes − 1."""
+    if num_classes == 0:
+        raise ConfigError("labels choose classes of a class-conditional model; this model is unconditional")
+    if choice == "all":
+        choice = range(num_classes)
+    elif isinstance(choice, str):
+        raise ConfigError(f"labels must be class numbers or 'all', got {choice!r}")
+    classes = [int(choice)] if isinstance(choice, int) else [int(c) for c in choice]
+    if not classes:
+        raise ConfigError("labels: give at least one class")
+    outside = [c for c in classes if not 0 <= c < num_classes]
+    if outside:
+        raise ConfigError(f"label {outside[0]} is out of range: this model has classes 0 to {num_classes - 1}")
+    return torch.tensor(classes)[torch.arange(num_samples) * len(classes) // num_samples]
+
+
+def sampling_guidance(config: Config, parameterization: str, num_classes: int, guidance: float | None) -> float | None:
+    """The w to sample with, or None: a teacher with a null class takes `guidance` (CFG; default sampling.guidance);
+    a w-input student takes it within its trained range (default sampling.guidance); a fixed-w student and every
+    other model take none. Raises ConfigError for a `guidance` the model cannot take."""
+    if parameterization == "denoiser" and num_classes > 0 and has_null_class(config):
+        w = config.sampling.guidance if guidance is None else float(guidance)
+        if w < 0:
+            raise ConfigError(f"guidance (w) must be ≥ 0, got {w}")
+        return w
+    if parameterization != "denoiser" and has_guidance_input(config):
+        section = guidance_section(config)
+        w = config.sampling.guidance if guidance is None else float(guidance)
+        if not section.guidance_min <= w <= section.guidance_max:
+            raise ConfigError(
+                f"guidance w = {w} lies outside the range this student was trained on "
+                f"[{section.guidance_min}, {section.guidance_max}]"
+            )
+        return w
+    if guidance is None:
+        return None
+    section = guidance_section(config)
+    if parameterization != "denoiser" and section is not None and section.guidance == "fixed":
+        raise ConfigError(f"this student was distilled at a fixed w = {section.guidance_min}: it takes no guidance")
+    if parameterization == "denoiser" and num_classes > 0:
+        raise ConfigError("guidance needs a null class: this teacher was trained without teacher.label_dropout")
+    raise ConfigError(f"this {config.train.method} model takes no guidance: it has no null class and no w input")

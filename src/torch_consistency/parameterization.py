@@ -82,12 +82,33 @@ class Preconditioned(nn.Module):
         return consistency_scalings(sigma, self.sigma_data, self.sigma_min)
 
     def forward(
-        self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The model at (x, σ) for `class_labels` and, for a guided student, the guidance scales w (B,)."""
         sigma = torch.as_tensor(sigma, device=x.device)
         if not sigma.is_floating_point():
             sigma = sigma.to(x.dtype)
         sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
-        net_out = self.net((c_in * x).to(x.dtype), self.c_noise(sigma).to(x.dtype), class_labels)
+        net_out = call_network(
+            self.net, (c_in * x).to(x.dtype), self.c_noise(sigma).to(x.dtype), class_labels, guidance
+        )
         return (c_skip * x + c_out * net_out.to(x.dtype)).to(x.dtype)
+
+
+def call_network(
+    net: nn.Module,
+    x: torch.Tensor,
+    c_noise: torch.Tensor,
+    class_labels: torch.Tensor | None,
+    guidance: torch.Tensor | None,
+) -> torch.Tensor:
+    """`net(x, c_noise, class_labels)`, with `guidance=w` only for a network that takes it (any other network keeps
+    the plain three-argument signature)."""
+    if guidance is None:
+        return net(x, c_noise, class_labels)
+    return net(x, c_noise, class_labels, guidance=guidance)

@@ -21,7 +21,7 @@ from torch import nn
 
 from .nets.embedding import FourierEmbedding
 from .objectives import paired_passes
-from .parameterization import append_dims, noise_conditioning
+from .parameterization import append_dims, call_network, noise_conditioning
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HALF_PI = math.pi / 2
@@ -198,26 +198,37 @@ class TrigFlowModel(nn.Module):
         t: torch.Tensor | float,
         class_labels: torch.Tensor | None = None,
         with_log_weight: bool = False,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """F_θ(x_t/σ_d, t) for x_scaled = x_t/σ_d; with `with_log_weight`, the pair (F_θ, w(t))."""
+        """F_θ(x_t/σ_d, t) for x_scaled = x_t/σ_d (a guided student also takes w); with `with_log_weight`, the pair
+        (F_θ, w(t))."""
         t = _per_sample(t, x_scaled)
-        velocity = -self.net(x_scaled, self.noise_input(t), class_labels).to(x_scaled.dtype)
+        velocity = -call_network(self.net, x_scaled, self.noise_input(t), class_labels, guidance).to(x_scaled.dtype)
         return (velocity, self.weighting(t)) if with_log_weight else velocity
 
     def consistency(
-        self, x_t: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """f_θ(x_t, t) = cos t·x_t − sin t·σ_d·F_θ(x_t/σ_d, t); f(x, 0) = x exactly (§10)."""
         t = _per_sample(t, x_t)
         cos, sin = append_dims(torch.cos(t), x_t.ndim), append_dims(torch.sin(t), x_t.ndim)
-        return (cos * x_t - sin * self.sigma_data * self(x_t / self.sigma_data, t, class_labels)).to(x_t.dtype)
+        velocity = self(x_t / self.sigma_data, t, class_labels, guidance=guidance)
+        return (cos * x_t - sin * self.sigma_data * velocity).to(x_t.dtype)
 
     def edm_consistency(
-        self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """f at an EDM sample x_σ: t = arctan(σ/σ_d), x_t = cos t·x_σ; the output (an estimate of x0) is shared."""
         t = trigflow_time(_per_sample(sigma, x), self.sigma_data)
-        return self.consistency(append_dims(torch.cos(t), x.ndim) * x, t, class_labels)
+        return self.consistency(append_dims(torch.cos(t), x.ndim) * x, t, class_labels, guidance)
 
 
 def _per_sample(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

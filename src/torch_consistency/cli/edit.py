@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import has_guidance_input
 from ..errors import ConfigError, DataError
 from .sample import add_checkpoint_arguments, float_list
 
@@ -224,6 +225,9 @@ class Editor:
 
     def network(self, model: torch.nn.Module, count: int):
         labels = None if self.args.label is None else torch.full((count,), self.args.label, device=self.args.device)
+        if model.parameterization == "consistency" and has_guidance_input(self.checkpoint.config):  # its default w
+            w = torch.full((count,), self.checkpoint.config.sampling.guidance, device=self.args.device)
+            return lambda x, sigma: model(x, sigma, labels, guidance=w)
         return lambda x, sigma: model(x, sigma, labels)
 
     @torch.no_grad()

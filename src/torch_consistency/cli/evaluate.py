@@ -18,6 +18,8 @@ Low-dimensional data: W2, MMD² and (for Gaussian mixtures) the consistency erro
 Images: the Fréchet distance (FID on Inception features; FD_classifier on the features of a classifier trained
 on the same labelled data, which is not comparable with FID), KID and k = 3 precision/recall against the
 held-out split (data.holdout_fraction) or the training images. The data floor compares two real sets.
+Class-conditional models also get their requested-label rate: the share of samples that classifier assigns
+the label they were sampled for (random labels, uniform over the classes).
 """
 
 
@@ -49,6 +51,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="images: reference statistics (.npz with mu, sigma: ours, EDM's or pytorch-fid's); FD only",
     )
     parser.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="guidance scale w for a guided student or a teacher trained with label dropout (default: its config's)",
+    )
+    parser.add_argument(
         "--search-sigmas",
         action="store_true",
         help="find the best 2- and 3-step σ's (greedy ternary search) and store them in the checkpoint",
@@ -58,11 +66,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..generate import sampling_guidance
     from ..training.checkpoint import load_checkpoint
 
     if (args.num is not None and args.num < 2) or min(args.steps) < 1 or min(args.teacher_steps) < 1:
         raise ConfigError("--num must be at least 2 and step counts at least 1")
     checkpoint = load_checkpoint(args.checkpoint)
+    sampling_guidance(checkpoint.config, checkpoint.parameterization, checkpoint.num_classes, args.guidance)  # check
     if len(checkpoint.sample_shape) == 3:
         from .evaluate_images import run_images
 
@@ -81,7 +91,7 @@ def run_vectors(args: argparse.Namespace, checkpoint) -> int:
     dataset = build_dataset(checkpoint.config.data)
     scores, samples = evaluate_checkpoint(
         checkpoint, dataset, label=checkpoint.config.train.method, steps=args.steps,
-        teacher_levels=args.teacher_steps, num_samples=num, seed=args.seed,
+        teacher_levels=args.teacher_steps, num_samples=num, seed=args.seed, guidance=args.guidance,
     )  # fmt: skip
     floor = data_floor(dataset, num, args.seed)
     error = consistency_error_of(checkpoint, dataset, num_samples=min(num, 500), seed=args.seed)

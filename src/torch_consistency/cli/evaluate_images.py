@@ -5,6 +5,7 @@ import dataclasses
 
 from ..data import build_dataset
 from ..errors import ConfigError
+from ..evaluation.classifier import TrainedClassifier
 from ..evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
 from ..evaluation.frechet import FeatureStatistics
 from ..evaluation.images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
@@ -13,27 +14,39 @@ from ..files import write_json_atomic, write_text_atomic
 from ..training.checkpoint import Checkpoint
 
 
-def build_extractor(args: argparse.Namespace, checkpoint: Checkpoint) -> FeatureExtractor:
+def build_extractor(
+    args: argparse.Namespace, checkpoint: Checkpoint, classifier: TrainedClassifier | None = None
+) -> FeatureExtractor:
     """Inception from the user's weights file, or the cached classifier of the checkpoint's labelled data."""
     if args.features == "inception":
         if args.inception_weights is None:
             raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
         return inception_extractor(args.inception_weights, args.device)
+    return classifier_extractor(classifier or evaluation_classifier(args, checkpoint))
+
+
+def evaluation_classifier(args: argparse.Namespace, checkpoint: Checkpoint) -> TrainedClassifier:
+    """The cached classifier of the checkpoint's labelled data (trained on first use): FD_classifier's features
+    and the judge of a class-conditional model's requested-label rate."""
     from ..evaluation.classifier import load_or_train_classifier
 
     labelled = build_dataset(dataclasses.replace(checkpoint.config.data, holdout_fraction=0.0))
     if labelled.labels is None:
         raise ConfigError(f"{labelled.name} has no labels to train a feature classifier; use --features inception")
-    print(f"classifier features: training or loading from {args.cache} ...")
-    return classifier_extractor(load_or_train_classifier(labelled, args.cache, progress=True))
+    print(f"evaluation classifier: training or loading from {args.cache} ...")
+    return load_or_train_classifier(labelled, args.cache, progress=True)
 
 
 def metrics_table(scores: list[ImageScore], metric: str) -> str:
-    lines = [f"| method | NFE | {metric} | KID | precision | recall | samples |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """One row per score; a label-rate column when a class-conditional model was scored."""
+    rates = any(s.label_rate is not None for s in scores)
+    head = f"| method | NFE | {metric} | KID | precision | recall | samples |" + (" label rate |" if rates else "")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if rates else "")]
     for s in scores:
+        rate = "" if not rates else " – |" if s.label_rate is None else f" {s.label_rate:.3f} |"
         lines.append(
             f"| {s.label} | {s.nfe or '–'} | {s.fd:.3f} | {s.kid:.5f} ± {s.kid_std:.5f} | {s.precision:.3f} "
-            f"| {s.recall:.3f} | {s.num_samples} |"
+            f"| {s.recall:.3f} | {s.num_samples} |{rate}"
         )
     return "\n".join(lines)
 
@@ -46,7 +59,8 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         reference_data = build_dataset(dataclasses.replace(data, split="holdout" if data.split == "train" else "train"))
     else:
         reference_data = training  # no held-out images: compare with the training images themselves
-    extractor = build_extractor(args, checkpoint)
+    classifier = evaluation_classifier(args, checkpoint) if checkpoint.num_classes > 0 else None
+    extractor = build_extractor(args, checkpoint, classifier)
     reference_images = reference_data.to_float(reference_data.images)
     if args.reference_stats is not None:  # e.g. EDM's or pytorch-fid's .npz (mu, sigma): FD only
         statistics = FeatureStatistics.load(args.reference_stats)
@@ -64,6 +78,7 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
     scores, samples = evaluate_image_checkpoint(
         checkpoint, reference, extractor, label=label, steps=args.steps, teacher_levels=args.teacher_steps,
         num_samples=num, seed=args.seed, device=args.device, progress=True,
+        classifier=None if classifier is None else classifier.model, guidance=args.guidance,
     )  # fmt: skip
     floor_count = min(num, len(training))
     floor_images = training.to_float(training.images[:floor_count])

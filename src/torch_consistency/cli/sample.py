@@ -18,6 +18,10 @@ examples:
   cm sample --checkpoint runs/cd --ts 0,11,17 --out samples/cd-openai     # openai's --ts (indices on the training grid)
   cm sample --checkpoint runs/cd --timesteps 11,0 --out samples/cd-diff   # diffusers' timesteps (reversed indices)
   cm sample --checkpoint runs/teacher --teacher-steps 18 --solver heun --out samples/teacher
+  cm sample --checkpoint runs/mnist-cd --label 3 --out samples/threes        # class-conditional: class 3 only
+  cm sample --checkpoint runs/mnist-cd --label all --num 100 --out samples/all   # 10 of each class, in order
+  cm sample --checkpoint runs/mnist-cd-cfg --label 1,3,7 --guidance 2 --out samples/w2   # guided student, w = 2
+  cm sample --checkpoint runs/mnist-teacher-cfg --guidance 4 --out samples/cfg  # CFG teacher: 2 calls per step
 """
 
 
@@ -63,7 +67,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid-points", type=int, help="grid size for --ts/--timesteps (default: the training N)")
     parser.add_argument("--teacher-steps", type=int, help="teacher: Karras levels before σ = 0 (default from config)")
     parser.add_argument("--solver", choices=("euler", "heun", "dpmpp-2m"), help="teacher: ODE solver")
+    add_conditioning_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def add_conditioning_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--label",
+        type=label_choice,
+        help="class-conditional models: a class (3), a list (1,3,7) or 'all', in equal blocks (default: random)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="guidance scale w (0 unconditional, 1 conditional): a guided student's input, or classifier-free "
+        "guidance for a teacher trained with label dropout (default: the checkpoint's sampling.guidance)",
+    )
+
+
+def label_choice(text: str) -> str | list[int]:
+    """'all' or comma-separated class numbers."""
+    if text.strip() == "all":
+        return "all"
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class, comma-separated classes or 'all', got {text!r}") from None
 
 
 def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[float] | None:
@@ -97,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"σ's must be positive and strictly decreasing, got {sigmas}")
     generated = sample_checkpoint(
         checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
-        solver=args.solver, weights=args.weights, seed=args.seed, device=args.device, progress=True,
+        solver=args.solver, labels=args.label, guidance=args.guidance, weights=args.weights, seed=args.seed,
+        device=args.device, progress=True,
     )  # fmt: skip
     if generated.x.ndim == 4:  # images: uint8 NHWC as arr_0 and labels as arr_1, the layout openai's evaluator reads
         arrays = {"arr_0": to_uint8(generated.x)}
@@ -108,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         if generated.labels is not None:
             arrays["labels"] = generated.labels.numpy()
     arrays["nfe"] = np.array(generated.nfe)
+    if generated.guidance is not None:
+        arrays["guidance"] = np.array(generated.guidance)
     with atomic_path(args.out / "samples.npz") as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
     picture = save_samples_picture(generated.x, args.out / "samples.png", title=f"{generated.nfe} NFE")

@@ -8,7 +8,7 @@ import torch
 
 from ..config import Config
 from ..data import Distribution
-from ..generate import Generated, generate, teacher_sigmas
+from ..generate import Generated, generate, requested_labels, sampling_guidance, teacher_sigmas
 from ..parameterization import Preconditioned
 from ..samplers import ConsistencyFunction
 from ..seeding import derive_seed
@@ -53,9 +53,14 @@ def sample_model(
     model: Preconditioned | TrigFlowModel, config: Config, sample_shape: tuple[int, ...], num_classes: int,
     num_samples: int, *,
     steps: int | None = None, sigmas: Sequence[float] | None = None, teacher_levels: int | None = None,
-    solver: str | None = None, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+    solver: str | None = None, labels: int | str | Sequence[int] | None = None, guidance: float | None = None,
+    seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
 ) -> Generated:  # fmt: skip
-    """Samples from a model: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`."""
+    """Samples from a model: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`; `labels`
+    (a class, a list of classes or "all", in equal blocks; default random) and `guidance` w are checked first
+    (generate.requested_labels, generate.sampling_guidance: ConfigError for what the model cannot take)."""
+    chosen = None if labels is None else requested_labels(labels, num_samples, num_classes)
+    w = sampling_guidance(config, model.parameterization, num_classes, guidance)
     d = config.diffusion
     if model.parameterization == "denoiser":
         levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
@@ -71,7 +76,8 @@ def sample_model(
         levels = sigmas if sigmas is not None else sampling_sigmas(config, steps or 1)
     return generate(
         model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
-        seed=seed, clip_denoised=config.sampling.clip_denoised, device=device, progress=progress,
+        labels=chosen, guidance=w, seed=seed, clip_denoised=config.sampling.clip_denoised, device=device,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -103,6 +109,7 @@ def evaluate_checkpoint(
     teacher_levels: Sequence[int] = (18,),
     num_samples: int = 2000,
     seed: int = 0,
+    guidance: float | None = None,
 ) -> tuple[list[Score], dict[str, torch.Tensor]]:
     """Scores at each step count (consistency models) or number of levels (teachers), with the samples."""
     reference = held_out(dataset, num_samples, seed)
@@ -110,9 +117,11 @@ def evaluate_checkpoint(
     counts = teacher_levels if checkpoint.parameterization == "denoiser" else steps
     for count in counts:
         if checkpoint.parameterization == "denoiser":
-            generated = sample_checkpoint(checkpoint, num_samples, teacher_levels=count, seed=seed + 1)
+            generated = sample_checkpoint(
+                checkpoint, num_samples, teacher_levels=count, seed=seed + 1, guidance=guidance
+            )
         else:
-            generated = sample_checkpoint(checkpoint, num_samples, steps=count, seed=seed + 1)
+            generated = sample_checkpoint(checkpoint, num_samples, steps=count, seed=seed + 1, guidance=guidance)
         name = f"{label} {generated.nfe} NFE"
         scores.append(score(label, generated.x, reference, generated.nfe))
         samples[name] = generated.x

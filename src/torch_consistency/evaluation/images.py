@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..training.checkpoint import Checkpoint
+from .classifier import ImageClassifier, accuracy
 from .evaluate import sample_checkpoint
 from .features import FeatureExtractor, reference_statistics
 from .frechet import (
@@ -30,9 +31,16 @@ class ImageScore:
     precision: float
     recall: float
     num_samples: int
+    label_rate: float | None = None  # class-conditional models: share classified as the requested label
+    guidance: float | None = None  # the w sampled with, if the model takes one
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def label_rate(classifier: ImageClassifier, samples: torch.Tensor, requested: torch.Tensor) -> float:
+    """The requested-label rate: the share of samples whose arg-max class is the label they were sampled for."""
+    return accuracy(classifier, samples, requested)
 
 
 @dataclass
@@ -80,13 +88,22 @@ def evaluate_image_checkpoint(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    classifier: ImageClassifier | None = None,
+    guidance: float | None = None,
 ) -> tuple[list[ImageScore], dict[str, torch.Tensor]]:
-    """Scores at each step count (consistency models) or number of Karras levels (teachers), with samples."""
+    """Scores at each step count (consistency models) or number of Karras levels (teachers), with samples; with a
+    `classifier`, a class-conditional model's requested-label rate; `guidance` is the w to sample with."""
     teacher = checkpoint.parameterization == "denoiser"
     scores, samples = [], {}
     for count in teacher_levels if teacher else steps:
         options = {"teacher_levels": count} if teacher else {"steps": count}
-        generated = sample_checkpoint(checkpoint, num_samples, seed=seed, device=device, progress=progress, **options)
-        scores.append(score_images(label, generated.x, generated.nfe, reference, extractor))
+        generated = sample_checkpoint(
+            checkpoint, num_samples, seed=seed, device=device, progress=progress, guidance=guidance, **options
+        )
+        score = score_images(label, generated.x, generated.nfe, reference, extractor)
+        score.guidance = generated.guidance
+        if classifier is not None and generated.labels is not None:
+            score.label_rate = label_rate(classifier, generated.x, generated.labels)
+        scores.append(score)
         samples[f"{label} {generated.nfe} NFE"] = generated.x[:64]
     return scores, samples

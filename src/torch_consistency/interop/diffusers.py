@@ -20,7 +20,7 @@ import torch
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 from torch import nn
 
-from ..config import Config
+from ..config import Config, has_guidance_input
 from ..errors import CheckpointError, ConfigError
 from ..files import fsync_path
 from ..nets.unet import UNET_PRESETS, UNet
@@ -88,6 +88,11 @@ def _check_exportable(checkpoint: Checkpoint) -> None:
         )
     if config.network.kind != "unet":
         raise CheckpointError(f"{where} uses network.kind = {config.network.kind!r}; diffusers export needs a unet")
+    if has_guidance_input(config):
+        raise CheckpointError(
+            f"{where} takes the guidance scale w as an input (a guided student); UNet2DModel and "
+            "ConsistencyModelPipeline have no such input, so it does not export"
+        )
     if config.diffusion.noise_conditioning != "openai":
         raise CheckpointError(
             f"{where} uses noise_conditioning = {config.diffusion.noise_conditioning!r} (ln σ/4); diffusers' "
@@ -318,7 +323,10 @@ def diffusers_student_config(config: Config, info: DiffusersTeacherInfo, data_sh
     if tuple(data_shape) != info.sample_shape:
         raise CheckpointError(f"teacher {info.path} makes {info.sample_shape} images; the data has {tuple(data_shape)}")
     if info.num_class_embeds is not None:
-        raise CheckpointError(f"teacher {info.path} is class-conditional; CD calls its teacher without class labels")
+        raise CheckpointError(
+            f"teacher {info.path} is class-conditional; diffusers teachers must be unconditional (train a "
+            "class-conditional teacher with `cm train teacher --set network.class_conditional=true`)"
+        )
     if info.kind != "unet":
         return None
     preferred = config.network.preset if config.network.kind == "unet" else None

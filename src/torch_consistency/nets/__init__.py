@@ -1,10 +1,10 @@
-"""Networks F_θ(x, c_noise, class) and the preconditioned models built on them."""
+"""Networks F_θ(x, c_noise, class, w) and the preconditioned models built on them."""
 
 from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ..config import Config
+from ..config import Config, has_guidance_input, has_null_class
 from ..parameterization import Preconditioned
 from .mlp import MLP
 
@@ -14,9 +14,17 @@ if TYPE_CHECKING:
 NETWORK_KINDS = ("mlp", "unet")
 
 
+def class_embeddings(config: Config, num_classes: int) -> int:
+    """How many class embeddings the network has: the data's classes, plus the null class ∅ (index num_classes)
+    of classifier-free guidance when the teacher was trained with label dropout."""
+    return num_classes + 1 if num_classes > 0 and has_null_class(config) else num_classes
+
+
 def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
-    """The network described by `config.network` for samples of `sample_shape`."""
+    """The network described by `config.network` for samples of `sample_shape` and data with `num_classes` classes
+    (0: unconditional); it takes the guidance scale w when the run is a guided student with a w input."""
     net = config.network
+    embeddings, guidance_input = class_embeddings(config, num_classes), has_guidance_input(config)
     if net.kind == "mlp":
         dim = 1
         for size in sample_shape:
@@ -28,13 +36,14 @@ def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: in
             embedding_dim=net.embedding_dim,
             embedding=net.embedding,
             fourier_scale=net.fourier_scale,
-            num_classes=num_classes,
+            num_classes=embeddings,
             dropout=net.dropout,
+            guidance_input=guidance_input,
         )
     if net.kind == "unet":
         from .unet import build_unet  # imports diffusers: only when needed
 
-        return build_unet(net.preset, sample_shape, num_classes, net.dropout)
+        return build_unet(net.preset, sample_shape, embeddings, net.dropout, guidance_input)
     raise ValueError(f"unknown network kind {net.kind!r}; choose one of {', '.join(NETWORK_KINDS)}")
 
 

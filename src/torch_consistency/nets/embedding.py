@@ -1,4 +1,4 @@
-"""Embeddings of the noise conditioning c_noise for the low-dimensional networks (reference.md §2, §8)."""
+"""Embeddings of the noise conditioning c_noise (reference.md §2, §8) and of the guidance scale w (guidance.py)."""
 
 import math
 
@@ -32,6 +32,21 @@ class FourierEmbedding(nn.Module):
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * c_noise.float()[:, None] * self.frequencies[None]
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class GuidanceEmbedding(nn.Module):
+    """The guidance scale's embedding, added to the noise embedding (LCM §4.2): sinusoidal features of 1000·w (as
+    diffusers' LCM pipeline computes them) through a linear map. The map starts at zero (LCM's script initialises it
+    at random), so a guided student starts as its teacher at every w; training moves it."""
+
+    def __init__(self, features: int, out_dim: int) -> None:
+        super().__init__()
+        self.features = PositionalEmbedding(features)
+        self.linear = nn.Linear(features, out_dim, bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(1000.0 * w.float()).to(self.linear.weight.dtype))
 
 
 def noise_embedding(kind: str, dim: int, fourier_scale: float) -> nn.Module:

@@ -1,9 +1,9 @@
-"""A residual MLP F_θ(x, c_noise, class) for data of any dimension, flattened to vectors."""
+"""A residual MLP F_θ(x, c_noise, class, w) for data of any dimension, flattened to vectors."""
 
 import torch
 from torch import nn
 
-from .embedding import noise_embedding
+from .embedding import GuidanceEmbedding, noise_embedding
 
 
 class ResidualBlock(nn.Module):
@@ -23,7 +23,9 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP on flattened samples; the output has the input's shape."""
+    """Residual MLP on flattened samples; the output has the input's shape. `num_classes` counts the class embeddings
+    (with a null class, one more than the data's classes); `guidance_input` adds an embedding of the guidance scale w
+    to the noise embedding (a guided CD/sCD student)."""
 
     def __init__(
         self,
@@ -35,10 +37,12 @@ class MLP(nn.Module):
         fourier_scale: float = 16.0,
         num_classes: int = 0,
         dropout: float = 0.0,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         self.embed_noise = noise_embedding(embedding, embedding_dim, fourier_scale)
         self.embed_class = nn.Embedding(num_classes, embedding_dim) if num_classes > 0 else None
+        self.guidance_embedding = GuidanceEmbedding(embedding_dim, embedding_dim) if guidance_input else None
         self.embedding_mlp = nn.Sequential(
             nn.Linear(embedding_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
         )
@@ -46,12 +50,22 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, width, dropout) for _ in range(depth))
         self.output = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         emb = self.embed_noise(c_noise)
         if self.embed_class is not None:
             if class_labels is None:
                 raise ValueError("this network is class-conditional: pass class_labels")
             emb = emb + self.embed_class(class_labels)
+        if (guidance is None) != (self.guidance_embedding is None):
+            raise ValueError("pass the guidance scale w exactly when the network takes it (guidance_input)")
+        if self.guidance_embedding is not None:
+            emb = emb + self.guidance_embedding(guidance)
         emb = self.embedding_mlp(emb)
         h = self.input(x.flatten(1))
         for block in self.blocks:

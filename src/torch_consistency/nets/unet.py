@@ -1,7 +1,10 @@
-"""diffusers' UNet2DModel as F_θ(x, c_noise, class), built from named presets.
+"""diffusers' UNet2DModel as F_θ(x, c_noise, class, w), built from named presets.
 
 The U-Net receives c_in·x and c_noise = 250·ln σ as its `timestep` (positional embedding), which is what
 diffusers' CMStochasticIterativeScheduler feeds it, so an exported model runs in ConsistencyModelPipeline.
+A guided student's w enters as LCM's does in UNet2DConditionModel (`timestep_cond`, added to the time projection
+before the time MLP); UNet2DModel has no such input, so the wrapper adds it there by a pre-hook on
+`time_embedding` and keeps the UNet2DModel (and its state dict) unchanged.
 """
 
 from typing import Any
@@ -10,6 +13,8 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
+
+from .embedding import GuidanceEmbedding
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 digits: ~0.4M parameters
@@ -56,20 +61,41 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class UNet(nn.Module):
-    """Calls `UNet2DModel(x, timestep=c_noise, class_labels)` and returns its sample."""
+    """Calls `UNet2DModel(x, timestep=c_noise, class_labels)` and returns its sample; with `guidance_input`, the
+    embedding of w (`guidance_embedding`) is added to the U-Net's time projection before its time MLP."""
 
-    def __init__(self, unet: UNet2DModel) -> None:
+    def __init__(self, unet: UNet2DModel, guidance_input: bool = False) -> None:
         super().__init__()
         self.unet = unet
+        width = unet.time_embedding.linear_1.in_features
+        self.guidance_embedding = GuidanceEmbedding(width, width) if guidance_input else None
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.unet.config.num_class_embeds is not None and class_labels is None:
             raise ValueError("this U-Net is class-conditional: pass class_labels")
-        return self.unet(x, c_noise, class_labels=class_labels).sample
+        if (guidance is None) != (self.guidance_embedding is None):
+            raise ValueError("pass the guidance scale w exactly when the network takes it (guidance_input)")
+        if self.guidance_embedding is None:
+            return self.unet(x, c_noise, class_labels=class_labels).sample
+        added = self.guidance_embedding(guidance)
+        hook = self.unet.time_embedding.register_forward_pre_hook(lambda _, args: (args[0] + added.to(args[0]),))
+        try:
+            return self.unet(x, c_noise, class_labels=class_labels).sample
+        finally:
+            hook.remove()
 
 
-def build_unet(preset: str, sample_shape: tuple[int, ...], num_classes: int = 0, dropout: float = 0.0) -> UNet:
-    """The U-Net preset `preset` for images of shape (C, H, W), class-conditional when num_classes > 0."""
+def build_unet(
+    preset: str, sample_shape: tuple[int, ...], num_classes: int = 0, dropout: float = 0.0, guidance_input: bool = False
+) -> UNet:
+    """The U-Net preset `preset` for images of shape (C, H, W), class-conditional when num_classes > 0 (the number
+    of class embeddings), taking the guidance scale w when `guidance_input`."""
     if preset not in UNET_PRESETS:
         raise ValueError(f"unknown U-Net preset {preset!r}; choose one of {', '.join(UNET_PRESETS)}")
     if len(sample_shape) != 3:
@@ -83,7 +109,7 @@ def build_unet(preset: str, sample_shape: tuple[int, ...], num_classes: int = 0,
         num_class_embeds=num_classes if num_classes > 0 else None,
         **UNET_PRESETS[preset],
     )
-    return UNet(unet)
+    return UNet(unet, guidance_input)
 
 
 class FormulaGroupNorm(nn.GroupNorm):

@@ -4,6 +4,7 @@ All three use μ = 0: the target is the online weights with the gradient stopped
 the trainer keeps no separate θ⁻; evaluation EMAs (train.ema_rates) are kept as usual.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -16,7 +17,17 @@ from ..objectives import consistency_training_loss, ect_loss
 from ..schedules import ect_second_point, ect_stage, ict_num_points, tangent_warmup
 from ..sigmas import edm_training_sigma, karras_sigmas, lognormal_pair_probabilities
 from ..trigflow import scm_training_loss, trigflow_training_time
-from .methods import Draws, Network, _GridPairs, _normal
+from .methods import (
+    Draws,
+    Network,
+    _GridPairs,
+    _normal,
+    conditioned,
+    distillation_teacher,
+    draw_guidance,
+    student_guidance,
+    teacher_guidance,
+)
 
 
 @cache
@@ -50,12 +61,16 @@ class ImprovedConsistencyTraining(_GridPairs):
         index = torch.multinomial(probabilities, batch, replacement=True, generator=generator)
         return {"index": index, "noise": _normal((batch, *shape), generator)}
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         ict = self.config.ict
         sigma, sigma_next, weight = self.pair(step, draws, ict.weighting)
         return consistency_training_loss(
-            model, target, x0, draws["noise"], sigma, sigma_next, distance(ict.distance), weight
-        )
+            conditioned(model, labels), conditioned(target, labels), x0, draws["noise"], sigma, sigma_next,
+            distance(ict.distance), weight,
+        )  # fmt: skip
 
     def target_rate(self, step: int) -> float:
         return 0.0
@@ -85,10 +100,16 @@ class EasyConsistencyTuning:
         t = edm_training_sigma(draws["normal"], ect.p_mean, ect.p_std).clamp(d.sigma_min, d.sigma_max)
         return t, ect_second_point(t, self.stage(step), ect.q)
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         t, r = self.points(step, draws)
         d = self.config.diffusion
-        return ect_loss(model, target, x0, draws["noise"], t, r, d.sigma_min, self.config.ect.huber_c)
+        return ect_loss(
+            conditioned(model, labels), conditioned(target, labels), x0, draws["noise"], t, r, d.sigma_min,
+            self.config.ect.huber_c,
+        )  # fmt: skip
 
     def target_rate(self, step: int) -> float:
         return 0.0
@@ -99,19 +120,22 @@ class EasyConsistencyTuning:
 
 @dataclass
 class ContinuousTimeConsistency:
-    """sCM (§10) in TrigFlow form: sCT (`teacher` None) or sCD (`teacher` an EDM denoiser D(x, σ)).
+    """sCM (§10) in TrigFlow form: sCT (`teacher` None) or sCD (`teacher` an EDM denoiser D(x, σ[, labels]); with
+    scm.guidance the guided D_w, as CD's).
 
     The trainer's `model(x/σ_d, t, with_log_weight=True)` is the online TrigFlowModel (F_θ and the learned w(t));
     `target(x/σ_d, t)` is F_θ⁻, the same weights under no_grad, differentiated by one JVP.
     """
 
     config: Config
-    teacher: Network | None = None
+    teacher: Callable[..., torch.Tensor] | None = None
+    num_classes: int = 0  # the null class of a guided teacher is index num_classes
     parameterization = "trigflow"
     uses_target = False
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
-        return {"normal": _normal((batch,), generator), "noise": _normal((batch, *shape), generator)}
+        draws = {"normal": _normal((batch,), generator), "noise": _normal((batch, *shape), generator)}
+        return {**draws, **draw_guidance(self.config.scm, batch, generator)}
 
     def times(self, draws: Draws) -> torch.Tensor:
         """t = arctan(e^τ/σ_d), τ ~ N(P_mean, P_std²)."""
@@ -121,11 +145,18 @@ class ContinuousTimeConsistency:
     def tangent_weight(self, step: int) -> float:
         return tangent_warmup(step, self.config.scm.tangent_warmup_steps)
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         scm = self.config.scm
+        teacher = None
+        if self.teacher is not None:
+            teacher = distillation_teacher(self.teacher, labels, teacher_guidance(scm, draws), self.num_classes)
+        w = student_guidance(scm, draws)
         return scm_training_loss(
-            model, target, x0, draws["noise"], self.times(draws), self.tangent_weight(step),
-            self.config.diffusion.sigma_data, scm.tangent_norm_c, self.teacher, scm.jvp_fp32,
+            conditioned(model, labels, w), conditioned(target, labels, w), x0, draws["noise"], self.times(draws),
+            self.tangent_weight(step), self.config.diffusion.sigma_data, scm.tangent_norm_c, teacher, scm.jvp_fp32,
         )  # fmt: skip
 
     def target_rate(self, step: int) -> float:

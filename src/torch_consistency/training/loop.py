@@ -20,7 +20,7 @@ from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, ste
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint, load_network_weights, load_weights, save_checkpoint
 from .logs import RunLog
-from .methods import build_method, load_teacher, needs_teacher, student_config
+from .methods import build_method, load_teacher, needs_teacher, student_config, student_initial_weights
 from .trainer import Trainer, learning_rate
 
 
@@ -51,10 +51,10 @@ def _train(
     teacher = load_teacher(config, dataset, device) if needs_teacher(config, checkpoint is not None) else None
     if teacher is not None:
         config = student_config(config, teacher)
-    method = build_method(config, teacher)
     num_classes = dataset.num_classes if config.network.class_conditional else 0
     if config.network.class_conditional and num_classes == 0:
         raise ConfigError(f"network.class_conditional needs labelled data; {config.data.name} has no labels")
+    method = build_method(config, teacher, num_classes)
 
     # Weights: fresh (CD's, ECT's and sCM's student starts from its teacher's weights), or restored.
     torch.manual_seed(derive_seed(t.seed, STREAM_INIT))
@@ -67,7 +67,8 @@ def _train(
         start = checkpoint.step
     else:
         if teacher is not None and teacher.initial_weights is not None:
-            load_network_weights(trainer.model, teacher.initial_weights, f"teacher of {t.method}")
+            weights = student_initial_weights(trainer.model, teacher.initial_weights)
+            load_network_weights(trainer.model, weights, f"teacher of {t.method}")
             trainer.reset_averages()
         teacher = None  # the method holds the denoiser if it uses one (CD, sCD); ECT and sCT need only the weights
         if place.is_main:

@@ -2,6 +2,9 @@
 
 A method turns the global batch's randomness into a per-sample loss through the pure objectives of
 `torch_consistency.objectives`; it also names the target network's EMA rate μ(k) and the values to log.
+The trainer hands it the networks unbound (`model(x, σ, labels, guidance=w)`) and the batch's class labels
+(None for unconditional data); the method binds them (`conditioned`), so that it can change them: the teacher's
+label dropout, a guided student's w, the labels a teacher sees in CD and sCD.
 """
 
 from collections.abc import Callable
@@ -11,9 +14,10 @@ from typing import Any, Protocol
 
 import torch
 
-from ..config import Config
+from ..config import Config, DistillationConfig, SCMConfig, guidance_section, has_null_class
 from ..distances import distance
 from ..errors import CheckpointError, ConfigError
+from ..guidance import drop_labels, guidance_scales, guided_denoiser
 from ..objectives import (
     consistency_distillation_loss,
     consistency_training_loss,
@@ -32,6 +36,48 @@ def _normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=generator.device)
 
 
+def conditioned(
+    network: Callable[..., torch.Tensor], labels: torch.Tensor | None, guidance: torch.Tensor | None = None
+) -> Callable[..., torch.Tensor]:
+    """`network(x, σ, **options)` with the batch's class labels (and a guided student's w) bound; unchanged for
+    unconditional data."""
+    if labels is None and guidance is None:
+        return network
+    if guidance is None:
+        return lambda x, sigma, **options: network(x, sigma, labels, **options)
+    return lambda x, sigma, **options: network(x, sigma, labels, guidance=guidance, **options)
+
+
+def draw_guidance(section: DistillationConfig | SCMConfig, batch: int, generator: torch.Generator) -> Draws:
+    """A guided student with a w input: w ~ U[guidance_min, guidance_max] per sample, drawn after the method's other
+    draws (so the streams of unguided runs are unchanged); nothing otherwise."""
+    if section.guidance != "input":
+        return {}
+    uniform = torch.rand((batch,), generator=generator, device=generator.device)
+    return {"guidance": guidance_scales(uniform, section.guidance_min, section.guidance_max)}
+
+
+def teacher_guidance(section: DistillationConfig | SCMConfig, draws: Draws) -> torch.Tensor | float | None:
+    """The w of the teacher's guided denoiser D_w: the drawn ones (input), the fixed one, or None (D_c)."""
+    if section.guidance == "input":
+        return draws["guidance"]
+    return section.guidance_min if section.guidance == "fixed" else None
+
+
+def student_guidance(section: DistillationConfig | SCMConfig, draws: Draws) -> torch.Tensor | None:
+    """The w the student takes as an input: the drawn ones when guidance = input, else none."""
+    return draws["guidance"] if section.guidance == "input" else None
+
+
+def distillation_teacher(
+    teacher: Callable[..., torch.Tensor], labels: torch.Tensor | None, w: torch.Tensor | float | None, null_label: int
+) -> Network:
+    """The denoiser a distillation step follows: D(x, σ, c), or the guided D_w (guidance.guided_denoiser)."""
+    if w is None:
+        return conditioned(teacher, labels)
+    return guided_denoiser(teacher, labels, null_label, w)
+
+
 @cache
 def _grid(num_points: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
     return karras_sigmas(num_points, sigma_min, sigma_max, rho).float()
@@ -39,19 +85,29 @@ def _grid(num_points: int, sigma_min: float, sigma_max: float, rho: float) -> to
 
 @dataclass
 class TeacherTraining:
-    """EDM denoiser training: ln σ ~ N(P_mean, P_std²), loss λ(σ)‖D(x0+σz, σ) − x0‖² (reference.md §3)."""
+    """EDM denoiser training: ln σ ~ N(P_mean, P_std²), loss λ(σ)‖D(x0+σz, σ) − x0‖² (reference.md §3); with
+    teacher.label_dropout, a fraction of the labels becomes the null class (index num_classes) for CFG."""
 
     config: Config
+    num_classes: int = 0
     parameterization = "denoiser"
     uses_target = False
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
-        return {"normal": _normal((batch,), generator), "noise": _normal((batch, *shape), generator)}
+        draws = {"normal": _normal((batch,), generator), "noise": _normal((batch, *shape), generator)}
+        if self.config.teacher.label_dropout > 0:  # after the others: runs without dropout keep their streams
+            draws["label_uniform"] = torch.rand((batch,), generator=generator, device=generator.device)
+        return draws
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         t = self.config.teacher
+        if labels is not None and t.label_dropout > 0:
+            labels = drop_labels(labels, draws["label_uniform"], t.label_dropout, self.num_classes)
         sigma = edm_training_sigma(draws["normal"], t.p_mean, t.p_std)
-        return edm_loss(model, x0, sigma, draws["noise"], self.config.diffusion.sigma_data)
+        return edm_loss(conditioned(model, labels), x0, sigma, draws["noise"], self.config.diffusion.sigma_data)
 
     def target_rate(self, step: int) -> float:
         return 0.0
@@ -88,10 +144,12 @@ class _GridPairs:
 
 @dataclass
 class ConsistencyDistillation(_GridPairs):
-    """CD (paper Algorithm 2, reference.md §4): one Euler or Heun teacher step between adjacent grid points."""
+    """CD (paper Algorithm 2, reference.md §4): one Euler or Heun teacher step between adjacent grid points; the
+    teacher sees the batch's labels, and with cd.guidance it is the guided D_w (LCM; guidance.py)."""
 
     config: Config
-    teacher: Network
+    teacher: Callable[..., torch.Tensor]  # D(x, σ) or, for class-conditional data, D(x, σ, labels)
+    num_classes: int = 0  # the null class of a guided teacher is index num_classes
     parameterization = "consistency"
 
     def __post_init__(self) -> None:
@@ -110,15 +168,24 @@ class ConsistencyDistillation(_GridPairs):
     def num_points(self, step: int) -> int:
         return self.config.cd.num_points
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
+        return {**super().draw(step, batch, shape, generator), **draw_guidance(self.config.cd, batch, generator)}
+
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         cd = self.config.cd
         sigma, sigma_next, weight = self.pair(step, draws, cd.weighting)
         teacher_step = heun_step if cd.solver == "heun" else euler_step
         if isinstance(self.distance, torch.nn.Module):
             self.distance.to(x0.device)
+        teacher = distillation_teacher(self.teacher, labels, teacher_guidance(cd, draws), self.num_classes)
+        w = student_guidance(cd, draws)
         return consistency_distillation_loss(
-            model, target, self.teacher, teacher_step, x0, draws["noise"], sigma, sigma_next, self.distance, weight
-        )
+            conditioned(model, labels, w), conditioned(target, labels, w), teacher, teacher_step, x0, draws["noise"],
+            sigma, sigma_next, self.distance, weight,
+        )  # fmt: skip
 
     def target_rate(self, step: int) -> float:
         return self.config.cd.target_ema
@@ -139,12 +206,16 @@ class ConsistencyTraining(_GridPairs):
         ct = self.config.ct
         return ct_num_points(step, self.config.train.total_steps, ct.s0, ct.s1)
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor:
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         ct = self.config.ct
         sigma, sigma_next, weight = self.pair(step, draws, ct.weighting)
         return consistency_training_loss(
-            model, target, x0, draws["noise"], sigma, sigma_next, distance(ct.distance), weight
-        )
+            conditioned(model, labels), conditioned(target, labels), x0, draws["noise"], sigma, sigma_next,
+            distance(ct.distance), weight,
+        )  # fmt: skip
 
     def target_rate(self, step: int) -> float:
         ct = self.config.ct
@@ -204,13 +275,36 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
 
 
 def student_config(config: Config, teacher: Teacher) -> Config:
-    """The config with the teacher's network and conditioning: the student (CD, ECT, sCM) starts from its weights."""
-    if teacher.config is None:
-        return config
-    config.network = teacher.config.network
-    config.diffusion.sigma_data = teacher.config.diffusion.sigma_data
-    config.diffusion.noise_conditioning = teacher.config.diffusion.noise_conditioning
+    """The config with the teacher's network, conditioning and training section (its label dropout, hence its null
+    class): the student (CD, ECT, sCM) starts from its weights. A guided student needs a teacher with a null class."""
+    if teacher.config is not None:
+        config.network = teacher.config.network
+        config.teacher = teacher.config.teacher
+        config.diffusion.sigma_data = teacher.config.diffusion.sigma_data
+        config.diffusion.noise_conditioning = teacher.config.diffusion.noise_conditioning
+    section = guidance_section(config)
+    if section is not None and section.guidance != "none" and not has_null_class(config):
+        key = teacher_key(config)
+        raise ConfigError(
+            f"{key.partition('.')[0]}.guidance = {section.guidance!r} needs D(x, σ, ∅): a class-conditional teacher "
+            f"trained with teacher.label_dropout > 0; {key} = {getattr(config, key.partition('.')[0]).teacher} has none"
+        )
     return config
+
+
+def student_initial_weights(
+    model: torch.nn.Module, teacher_weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The teacher's weights plus the student's own fresh w-embedding (a guided student has one, its teacher none)."""
+    from ..nets.embedding import GuidanceEmbedding
+
+    own = {
+        f"{name}.{key}": value
+        for name, module in model.named_modules()
+        if isinstance(module, GuidanceEmbedding)
+        for key, value in module.state_dict().items()
+    }
+    return {**own, **teacher_weights}
 
 
 class Method(Protocol):
@@ -222,7 +316,10 @@ class Method(Protocol):
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws: ...
 
-    def loss(self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int) -> torch.Tensor: ...
+    def loss(
+        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...  # fmt: skip
 
     def target_rate(self, step: int) -> float: ...
 
@@ -245,16 +342,16 @@ def needs_teacher(config: Config, resuming: bool) -> bool:
     return config.train.method == "cd" or (config.train.method == "scm" and config.scm.mode == "scd") or not resuming
 
 
-def build_method(config: Config, teacher: Teacher | None) -> Method:
-    """The method named by train.method."""
+def build_method(config: Config, teacher: Teacher | None, num_classes: int = 0) -> Method:
+    """The method named by train.method, for data with `num_classes` classes (0: unconditional)."""
     from .improved import ContinuousTimeConsistency, EasyConsistencyTuning, ImprovedConsistencyTraining
 
     method = config.train.method
     if method == "teacher":
-        return TeacherTraining(config)
+        return TeacherTraining(config, num_classes)
     if method == "cd":
         assert teacher is not None, "CD needs a teacher"
-        return ConsistencyDistillation(config, teacher.denoiser)
+        return ConsistencyDistillation(config, teacher.denoiser, num_classes)
     if method == "ict":
         return ImprovedConsistencyTraining(config)
     if method == "ect":
@@ -262,5 +359,5 @@ def build_method(config: Config, teacher: Teacher | None) -> Method:
     if method == "scm":
         distilling = config.scm.mode == "scd"
         assert teacher is not None or not distilling, "sCD needs a teacher"
-        return ContinuousTimeConsistency(config, teacher.denoiser if distilling else None)
+        return ContinuousTimeConsistency(config, teacher.denoiser if distilling else None, num_classes)
     return ConsistencyTraining(config)

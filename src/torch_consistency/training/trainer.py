@@ -85,15 +85,8 @@ class Trainer:
     def step(self, step: int, x0: torch.Tensor, labels: torch.Tensor | None, draws: Draws) -> StepResult:
         """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → evaluation EMAs."""
         target = self.target if self.target is not None else self.model
-
-        def student(x, sigma, **options):  # options: e.g. sCM's with_log_weight
-            return self.online(x, sigma, labels, **options)
-
-        def target_fn(x, sigma):
-            return target(x, sigma, labels)
-
-        with self.autocast():
-            loss = self.method.loss(student, target_fn, x0, draws, step).mean()
+        with self.autocast():  # the method binds the labels (and a guided student's w) to the networks
+            loss = self.method.loss(self.online, target, x0, draws, step, labels=labels).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")

@@ -1,0 +1,280 @@
+"""Classifier-free guidance and its distillation: D_w, label dropout, w draws, guided CD/sCD steps, the w input."""
+
+import math
+
+import pytest
+import torch
+
+from torch_consistency.config import load_config
+from torch_consistency.gaussian import GaussianMixture, gaussian_denoiser
+from torch_consistency.guidance import guided_denoised, guided_denoiser, network_calls
+from torch_consistency.nets import build_model
+from torch_consistency.seeding import STREAM_NOISE, derive_seed, step_generator
+from torch_consistency.training.improved import ContinuousTimeConsistency
+from torch_consistency.training.methods import ConsistencyDistillation, TeacherTraining
+
+MEANS = torch.tensor([[0.6, -0.2, 0.1], [-0.4, 0.5, 0.0], [0.1, 0.1, -0.7]], dtype=torch.float64)
+STD = 0.3
+NULL = len(MEANS)  # the null class ∅ is the index after the real classes
+
+
+def class_oracle(x, sigma, labels):
+    """Exact D(x, σ, c) of class-conditional Gaussians N(μ_c, s²I), and D(x, σ, ∅) of their equal mixture."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
+    mixture = GaussianMixture.isotropic(MEANS, STD)
+    out = mixture.denoiser(x, sigma)
+    real = labels < NULL
+    out[real] = gaussian_denoiser(x[real], sigma[real], MEANS[labels[real]].to(x.dtype), STD)
+    return out
+
+
+def test_guided_denoiser_is_the_cfg_formula_on_an_exact_oracle():
+    """D_w = D_∅ + w(D_c − D_∅) with D_c the class's Gaussian denoiser and D_∅ the mixture's, written out."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 0.3, 5.0], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    w = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.5, 4.0], dtype=torch.float64)
+    conditional = MEANS[labels] + STD**2 / (STD**2 + sigma[:, None] ** 2) * (x - MEANS[labels])
+    unconditional = GaussianMixture.isotropic(MEANS, STD).denoiser(x, sigma)
+    expected = unconditional + w[:, None] * (conditional - unconditional)
+    got = guided_denoiser(class_oracle, labels, NULL, w)(x, sigma)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+    # one w for the batch, as sampling uses it
+    got = guided_denoiser(class_oracle, labels, NULL, 2.5)(x, sigma)
+    assert torch.allclose(got, unconditional + 2.5 * (conditional - unconditional), rtol=0, atol=1e-12)
+
+
+def test_w_zero_and_one_are_exactly_the_unconditional_and_conditional_denoisers():
+    generator = torch.Generator().manual_seed(1)
+    x, sigma = torch.randn(5, 3, generator=generator), torch.full((5,), 0.7)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    conditional = class_oracle(x, sigma, labels)
+    unconditional = class_oracle(x, sigma, torch.full_like(labels, NULL))
+    assert not torch.allclose(conditional, unconditional)
+    assert torch.equal(guided_denoiser(class_oracle, labels, NULL, 0.0)(x, sigma), unconditional)
+    assert torch.equal(guided_denoiser(class_oracle, labels, NULL, 1.0)(x, sigma), conditional)
+    per_sample = guided_denoised(unconditional, conditional, torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0]))
+    assert torch.equal(per_sample[[0, 2]], unconditional[[0, 2]])
+    assert torch.equal(per_sample[[1, 3, 4]], conditional[[1, 3, 4]])
+    assert [network_calls(w) for w in (None, 0.0, 1.0, 2.0, torch.ones(3))] == [1, 1, 1, 2, 2]
+
+
+def teacher_config(*overrides):
+    return load_config(None, ["data.name=digits", "network.class_conditional=true", *overrides])
+
+
+def test_label_dropout_drops_the_expected_fraction_from_the_steps_noise_stream():
+    """u ~ U[0, 1) is drawn from the (seed, step) noise stream after σ's normal and z; c → ∅ exactly where u < p."""
+    config = teacher_config("teacher.label_dropout=0.25", "train.seed=7")
+    method = TeacherTraining(config, num_classes=10)
+    batch, shape, step = 20_000, (1, 2, 2), 13
+    draws = method.draw(step, batch, shape, step_generator(7, step, STREAM_NOISE))
+    generator = torch.Generator().manual_seed(derive_seed(7, step, STREAM_NOISE))  # the stream, replayed by hand
+    torch.randn(batch, generator=generator), torch.randn(batch, *shape, generator=generator)
+    uniform = torch.rand(batch, generator=generator)
+    assert torch.equal(draws["label_uniform"], uniform)
+    assert not torch.equal(
+        method.draw(step + 1, batch, shape, step_generator(7, step + 1, STREAM_NOISE))["label_uniform"], uniform
+    )
+
+    seen = {}
+
+    def spy(x, sigma, labels):
+        seen["labels"] = labels
+        return x
+
+    labels = torch.arange(batch) % 10
+    x0 = torch.zeros(batch, *shape)
+    method.loss(spy, spy, x0, draws, step, labels=labels)
+    expected = torch.where(uniform < 0.25, torch.tensor(10), labels)
+    assert torch.equal(seen["labels"], expected)
+    dropped = (seen["labels"] == 10).float().mean().item()
+    assert abs(dropped - 0.25) < 4 * math.sqrt(0.25 * 0.75 / batch)
+    # without dropout nothing extra is drawn, so the streams of existing teacher runs are unchanged
+    plain = TeacherTraining(teacher_config(), num_classes=10).draw(
+        step, 8, shape, step_generator(7, step, STREAM_NOISE)
+    )
+    assert set(plain) == {"normal", "noise"}
+
+
+def cd_config(*overrides):
+    return teacher_config(
+        "train.method=cd", "cd.teacher=exact", "teacher.label_dropout=0.1", "cd.num_points=6", *overrides
+    )
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_a_guided_cd_step_follows_the_guided_teacher(solver):
+    """The target pass sees x̂ = one Euler/Heun step of D_w from x_σ (EDM's formulas written out), with the drawn w
+    and labels; the student gets the same w as its input."""
+    config = cd_config(f"cd.solver={solver}", "cd.guidance=input", "cd.guidance_min=0.5", "cd.guidance_max=4")
+    method = ConsistencyDistillation(config, class_oracle, num_classes=NULL)
+    batch = 64
+    draws = method.draw(3, batch, (3,), torch.Generator().manual_seed(5))
+    w = draws["guidance"]
+    assert w.min() >= 0.5 and w.max() < 4 and w.std() > 0.5  # U[0.5, 4) per sample
+    x0 = MEANS[torch.arange(batch) % NULL].float()
+    labels = torch.arange(batch) % NULL
+    calls = []
+
+    def network(x, sigma, labels, guidance=None):
+        calls.append((x.clone(), sigma.clone(), labels, guidance))
+        return x
+
+    method.loss(network, network, x0, draws, 3, labels=labels)
+    (x_sigma, sigma, online_labels, online_w), (x_next, sigma_next, target_labels, target_w) = calls
+    assert torch.equal(online_labels, labels) and torch.equal(target_labels, labels)
+    assert torch.equal(online_w, w) and torch.equal(target_w, w)
+
+    def d_w(x, s):  # D_∅ + w(D_c − D_∅) with the oracle's two denoisers
+        unconditional = class_oracle(x.double(), s.double(), torch.full_like(labels, NULL))
+        conditional = class_oracle(x.double(), s.double(), labels)
+        return unconditional + w.double()[:, None] * (conditional - unconditional)
+
+    x, s, s_next = x_sigma.double(), sigma.double(), sigma_next.double()
+    slope = (x - d_w(x, s)) / s[:, None]
+    euler = x + (s_next - s)[:, None] * slope
+    if solver == "euler":
+        expected = euler
+    else:
+        slope_next = (euler - d_w(euler, s_next)) / s_next[:, None]
+        expected = x + (s_next - s)[:, None] * (slope + slope_next) / 2
+    assert torch.allclose(x_next.double(), expected, rtol=1e-5, atol=1e-5)  # the step runs in float32
+    # the unguided target differs (the test can tell the two apart)
+    conditional_step = x + (s_next - s)[:, None] * (x - class_oracle(x, s, labels)) / s[:, None]
+    assert (x_next.double() - conditional_step).abs().max() > 1e-2
+
+
+def test_a_fixed_guidance_student_takes_no_w_and_its_teacher_uses_the_fixed_w():
+    config = cd_config("cd.solver=euler", "cd.guidance=fixed", "cd.guidance_min=3", "cd.guidance_max=3")
+    method = ConsistencyDistillation(config, class_oracle, num_classes=NULL)
+    draws = method.draw(0, 16, (3,), torch.Generator().manual_seed(2))
+    assert "guidance" not in draws
+    labels = torch.arange(16) % NULL
+    calls = []
+
+    def network(x, sigma, labels, **options):
+        calls.append((x.clone(), sigma.clone(), options))
+        return x
+
+    method.loss(network, network, torch.zeros(16, 3), draws, 0, labels=labels)
+    (x, sigma, online_options), (x_next, sigma_next, _) = calls
+    assert online_options == {}
+    x, s, s_next = x.double(), sigma.double(), sigma_next.double()
+    unconditional = class_oracle(x, s, torch.full_like(labels, NULL))
+    d_w = unconditional + 3 * (class_oracle(x, s, labels) - unconditional)
+    assert torch.allclose(x_next.double(), x + (s_next - s)[:, None] * (x - d_w) / s[:, None], atol=1e-5)
+
+
+def conditional_mlp(config, parameterization, num_classes=NULL):
+    torch.manual_seed(0)
+    model = build_model(config, parameterization, (3,), num_classes)
+    with torch.no_grad():  # distinct class embeddings and a w embedding that is not zero
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.normal_(0, 2.0)
+        for name, parameter in model.named_parameters():
+            if "guidance_embedding" in name:
+                parameter.normal_(0, 1.0)
+    return model
+
+
+def test_the_cd_teacher_receives_the_labels():
+    """With a student that ignores labels, the CD loss changes when only the labels change: the teacher sees them."""
+    config = cd_config("cd.solver=heun")
+    teacher = conditional_mlp(teacher_config("teacher.label_dropout=0.1"), "denoiser")
+    method = ConsistencyDistillation(config, teacher, num_classes=NULL)
+    draws = method.draw(0, 32, (3,), torch.Generator().manual_seed(0))
+    x0 = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
+
+    def student(x, sigma, labels=None):  # label-blind
+        return x * 0.5
+
+    first = method.loss(student, student, x0, draws, 0, labels=torch.zeros(32, dtype=torch.long))
+    second = method.loss(student, student, x0, draws, 0, labels=torch.full((32,), 2))
+    assert (first - second).abs().max() > 1e-4
+
+
+def test_the_scd_teacher_receives_the_labels_and_guidance():
+    config = teacher_config(
+        "train.method=scm", "scm.mode=scd", "scm.teacher=exact", "teacher.label_dropout=0.1",
+        "scm.guidance=input", "scm.guidance_min=0", "scm.guidance_max=4", "diffusion.noise_conditioning=edm",
+    )  # fmt: skip
+    method = ContinuousTimeConsistency(config, class_oracle, num_classes=NULL)
+    draws = method.draw(0, 32, (3,), torch.Generator().manual_seed(0))
+    assert draws["guidance"].shape == (32,)
+    x0 = MEANS[torch.arange(32) % NULL].float()
+    student_calls = []
+
+    def student(x, t, labels, guidance=None, with_log_weight=False):  # F = 0: the tangent carries the teacher
+        student_calls.append((labels, guidance))
+        velocity = torch.zeros_like(x) + 0 * t[:, None]
+        return (velocity, torch.zeros_like(t)) if with_log_weight else velocity
+
+    labels = torch.arange(32) % NULL
+    first = method.loss(student, student, x0, draws, 10_000, labels=labels)
+    second = method.loss(student, student, x0, draws, 10_000, labels=(labels + 1) % NULL)
+    assert (first - second).abs().max() > 1e-4
+    assert all(torch.equal(w, draws["guidance"]) for _, w in student_calls)
+    draws_w1 = {**draws, "guidance": torch.ones(32)}  # at w = 1 the teacher is D_c itself
+    config_plain = teacher_config(
+        "train.method=scm", "scm.mode=scd", "scm.teacher=exact", "diffusion.noise_conditioning=edm"
+    )
+    plain = ContinuousTimeConsistency(config_plain, class_oracle, num_classes=NULL)
+    guided_at_one = method.loss(student, student, x0, draws_w1, 10_000, labels=labels)
+    assert torch.allclose(guided_at_one, plain.loss(student, student, x0, draws, 10_000, labels=labels), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
+    network = ["network.kind=unet", "network.preset=tiny"] if kind == "unet" else []
+    config = teacher_config(
+        "train.method=cd", "cd.teacher=exact", "teacher.label_dropout=0.1", "cd.guidance=input",
+        "cd.guidance_min=0", "cd.guidance_max=4", *network,
+    )  # fmt: skip
+    shape = (1, 8, 8)
+    torch.manual_seed(0)
+    model = build_model(config, "consistency", shape, 10)
+    x, sigma, labels = torch.randn(4, *shape), torch.full((4,), 2.0), torch.tensor([0, 3, 10, 9])
+
+    def at(w):
+        return model(x, sigma, labels, guidance=torch.full((4,), w))
+
+    assert torch.equal(at(0.0), at(3.0))  # a fresh w embedding is zero: the student starts as its teacher
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "guidance_embedding" in name:
+                parameter.normal_(0, 1.0)
+    assert (at(0.0) - at(3.0)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="guidance"):
+        model(x, sigma, labels)
+    if kind == "unet":  # the UNet2DModel is untouched: its state dict is diffusers' own, and no hook is left behind
+        from diffusers import UNet2DModel
+
+        unet = model.net.unet
+        assert set(unet.state_dict()) == set(UNet2DModel(**unet.config).state_dict())
+        assert not unet.time_embedding._forward_pre_hooks
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher.label_dropout=1.0"], "teacher.label_dropout must lie in [0, 1)"),
+        (["network.class_conditional=false", "teacher.label_dropout=0.2"], "needs network.class_conditional"),
+        (["cd.guidance=cfg"], "cd.guidance = 'cfg' is unknown"),
+        (["cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=2"], "give a range"),
+        (["cd.guidance=fixed", "cd.guidance_min=2", "cd.guidance_max=3"], "uses one w"),
+        (["cd.guidance_min=3", "cd.guidance_max=2"], "need 0 ≤ cd.guidance_min ≤ cd.guidance_max"),
+        (["train.method=scm", "scm.guidance=input", "scm.guidance_max=4"], "needs scm.mode = 'scd'"),
+        (["train.method=cd", "cd.teacher=x", "cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=4"],
+         "outside the trained range"),
+        (["sampling.guidance=-1"], "sampling.guidance (w) must be ≥ 0"),
+    ],
+)  # fmt: skip
+def test_bad_guidance_settings_are_one_line_config_errors(overrides, message):
+    from torch_consistency.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        teacher_config(*overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -1,0 +1,324 @@
+"""Learning curves on MNIST: FD_classifier at 1, 2 and 4 steps against CPU-minutes of training (issue 13).
+
+    python benchmarks/learning_curves.py --data ../shared/data/mnist --teacher runs/mnist-teacher \
+        --runs runs/curves --out docs/results/curves [--arms NAME ...] [--phase train|score|report|all]
+
+Every arm (a method, or an ablation of one) is a bundled MNIST config with overrides, trained on the train half
+of the data (`data.holdout_fraction = 0.5`) and checkpointed along the way. Each checkpoint is scored against
+the held-out half with --num samples (1 and 2 steps at every checkpoint, 4 steps at the last): FD on the
+features of a classifier trained on MNIST (FD_classifier, not comparable with Inception FID), KID and k = 3
+precision/recall. Training time is the process CPU time that log.jsonl records per step (all threads), so it
+does not depend on what else runs on the machine; runs here use one thread (OMP_NUM_THREADS=1), which makes
+CPU-minutes the minutes one core spends. Methods that need a teacher are charged its minutes separately.
+
+Phases: `train` trains the arms one after another, `score` scores every checkpoint not scored yet (cached per
+checkpoint in RUNS/ARM/scores.json, so it can run beside `train`), `report` writes OUT/README.md, results.json
+and the plots. `all` does the three in turn.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from torch_consistency.config import load_config
+from torch_consistency.configs import config_path
+from torch_consistency.data import build_dataset
+from torch_consistency.evaluation.classifier import load_or_train_classifier
+from torch_consistency.evaluation.evaluate import sample_checkpoint
+from torch_consistency.evaluation.features import classifier_extractor
+from torch_consistency.evaluation.images import prepare_reference, score_images
+from torch_consistency.evaluation.plots import save_image_rows
+from torch_consistency.files import write_json_atomic, write_text_atomic
+from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
+from torch_consistency.training.loop import train
+
+STEPS_EVERY_CHECKPOINT = (1, 2)
+STEPS_LAST = (1, 2, 4)
+
+
+@dataclass
+class Arm:
+    """One curve: a bundled MNIST config (`mnist_{kind}`), overrides, the run's length and checkpoints."""
+
+    kind: str
+    overrides: list[str]
+    steps: int
+    group: str  # "method" or the ablated factor
+    teacher_key: str | None = None
+    checkpoints: int = 5
+    note: str = ""
+    extra: list[str] = field(default_factory=list)
+
+
+CD = "cd.teacher"
+ARMS: dict[str, Arm] = {
+    # The methods with their bundled configs.
+    "CD": Arm("cd", [], 600, "method", CD),
+    "ECT": Arm("ect", [], 600, "method", "ect.teacher"),
+    "sCD": Arm("scm", ["scm.mode=scd"], 500, "method", "scm.teacher"),
+    "CT": Arm("ct", [], 800, "method"),
+    "iCT": Arm("ict", [], 800, "method"),
+    "sCT": Arm("scm", ["scm.mode=sct"], 700, "method"),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def arm_config(name: str, arm: Arm, data: str, teacher: Path):
+    every = max(1, math.ceil(arm.steps / arm.checkpoints))
+    overrides = [
+        f"data.path={data}",
+        f"train.total_steps={arm.steps}",
+        f"train.checkpoint_every={every}",
+        f"train.keep_checkpoints={arm.checkpoints + 1}",
+        "train.sample_every=0",
+        *([f"{arm.teacher_key}={teacher}"] if arm.teacher_key else []),
+        *arm.overrides,
+    ]
+    return load_config(config_path(f"mnist_{arm.kind}"), overrides)
+
+
+def train_arm(name: str, arm: Arm, data: str, teacher: Path, runs: Path) -> Path:
+    """Train the arm into RUNS/slug (resume it if unfinished, reuse it if finished)."""
+    folder = runs / slug(name)
+    if not (folder / "checkpoints").exists():
+        train(arm_config(name, arm, data, teacher), folder)
+    elif (last := load_checkpoint(folder)).step < last.config.train.total_steps:
+        train(None, folder, resume=True)
+    return folder
+
+
+def cpu_minutes(folder: Path, up_to_step: int | None = None) -> float:
+    """CPU-minutes of a run's training steps up to `up_to_step`, from log.jsonl (`cpu_seconds` per step)."""
+    seconds = 0.0
+    for line in (folder / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if up_to_step is None or record["step"] <= up_to_step:
+            seconds += record["cpu_seconds"]
+    return seconds / 60
+
+
+class Scorer:
+    """The classifier features and the held-out reference, built once."""
+
+    def __init__(self, teacher: Path, runs: Path, num: int) -> None:
+        data = load_checkpoint(teacher).config.data
+        self.train_split = build_dataset(data)
+        self.holdout = build_dataset(dataclasses.replace(data, split="holdout"))
+        labelled = build_dataset(dataclasses.replace(data, holdout_fraction=0.0))
+        self.extractor = classifier_extractor(load_or_train_classifier(labelled, runs / "cache"))
+        images = self.holdout.to_float(self.holdout.images)
+        self.reference = prepare_reference(self.extractor, images, runs / "cache", self.holdout.name)
+        self.num = num
+
+    def score(self, label: str, samples, nfe: int) -> dict:
+        return score_images(label, samples, nfe, self.reference, self.extractor).to_dict()
+
+    def floor(self) -> dict:
+        """The metric between the training half and the held-out half: the bias of the estimate at this count."""
+        count = min(self.num, len(self.train_split))
+        return self.score("data floor", self.train_split.to_float(self.train_split.images[:count]), 0)
+
+
+def score_run(folder: Path, scorer: Scorer, label: str) -> dict[str, dict]:
+    """Scores of every checkpoint of a run, cached in FOLDER/scores.json: {step: {steps: score}}."""
+    cache_path = folder / "scores.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    checkpoints = list_checkpoints(folder)
+    for index, path in enumerate(checkpoints):
+        checkpoint = load_checkpoint(path)
+        last = index == len(checkpoints) - 1 and checkpoint.step == checkpoint.config.train.total_steps
+        wanted = STEPS_LAST if last else STEPS_EVERY_CHECKPOINT
+        entry = cache.setdefault(str(checkpoint.step), {})
+        for steps in wanted:
+            if str(steps) in entry:
+                continue
+            generated = sample_checkpoint(checkpoint, scorer.num, steps=steps, seed=1)
+            entry[str(steps)] = scorer.score(label, generated.x, generated.nfe)
+            write_json_atomic(cache_path, cache)
+            print(f"{label} step {checkpoint.step}, {steps} step(s): FD {entry[str(steps)]['fd']:.3f}", flush=True)
+    return cache
+
+
+def score_teacher(teacher: Path, scorer: Scorer, runs: Path, levels: list[int]) -> dict[str, dict]:
+    """The teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in RUNS/teacher_scores.json."""
+    cache_path = runs / "teacher_scores.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    checkpoint = load_checkpoint(teacher)
+    for count in levels:
+        key = f"heun-{count}"
+        if key not in cache:
+            generated = sample_checkpoint(checkpoint, scorer.num, teacher_levels=count, solver="heun", seed=1)
+            cache[key] = scorer.score("teacher (heun)", generated.x, generated.nfe)
+            write_json_atomic(cache_path, cache)
+    if "floor" not in cache:
+        cache["floor"] = scorer.floor()
+        write_json_atomic(cache_path, cache)
+    return cache
+
+
+def curve(folder: Path, scores: dict, steps: int) -> list[tuple[float, float, int]]:
+    """(CPU-minutes, FD, training step) at each scored checkpoint."""
+    points = [
+        (cpu_minutes(folder, int(step)), entry[str(steps)]["fd"], int(step))
+        for step, entry in scores.items()
+        if str(steps) in entry
+    ]
+    return sorted(points)
+
+
+def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float, path: Path, title: str) -> None:
+    """FD against CPU-minutes at 1, 2 and 4 steps (log y), one line per arm; teacher-using arms also shifted by the
+    teacher's minutes (dashed)."""
+    figure, axes = plt.subplots(1, 3, figsize=(17, 5), sharey=True)
+    colours = plt.get_cmap("tab20").colors
+    for axis, steps in zip(axes, STEPS_LAST, strict=True):
+        for index, (name, (points_by_steps, charged)) in enumerate(series.items()):
+            points = points_by_steps.get(steps, [])
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            y = [p[1] for p in points]
+            style = {"color": colours[index % len(colours)], "marker": "o" if steps < 4 else "s"}
+            axis.plot(x, y, label=name, **style)
+            if charged:
+                axis.plot([v + teacher_minutes for v in x], y, linestyle=":", alpha=0.5, **style)
+        axis.axhline(teacher_best, color="black", linestyle="--", label=f"teacher's best ({teacher_best:.2f})")
+        axis.axhline(floor, color="grey", linestyle=":", label=f"data floor ({floor:.2f})")
+        axis.set_yscale("log")
+        axis.set_xlabel("CPU-minutes of training (dotted: + the teacher's)")
+        axis.set_title(f"{steps} step{'s' if steps > 1 else ''}")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("FD_classifier (held-out half)")
+    axes[-1].legend(fontsize=7, loc="upper right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer | None) -> None:
+    teacher_scores = json.loads((runs / "teacher_scores.json").read_text())
+    floor = teacher_scores["floor"]["fd"]
+    teacher_best_key = min((k for k in teacher_scores if k != "floor"), key=lambda k: teacher_scores[k]["fd"])
+    teacher_best = teacher_scores[teacher_best_key]["fd"]
+    teacher_minutes = cpu_minutes(teacher)
+    table, results, series = [], {}, {"method": {}, "ablation": {}}
+    for name, arm in arms.items():
+        folder = runs / slug(name)
+        if not (folder / "scores.json").exists():
+            continue
+        scores = json.loads((folder / "scores.json").read_text())
+        curves = {steps: curve(folder, scores, steps) for steps in STEPS_LAST}
+        group = "method" if arm.group == "method" else "ablation"
+        series[group][name] = (curves, arm.teacher_key is not None)
+        final = curves[1][-1] if curves[1] else None
+        best = {s: min((p[1] for p in c), default=math.nan) for s, c in curves.items()}
+        last = {s: (c[-1][1] if c else math.nan) for s, c in curves.items()}
+        minutes = final[0] if final else math.nan
+        results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
+                         "steps": arm.steps, "curves": curves, "cpu_minutes": minutes, "note": arm.note}  # fmt: skip
+        table.append(
+            f"| {name} | {arm.group} | {' '.join(arm.overrides) or '(bundled)'} | {arm.steps} | {minutes:.1f} | "
+            + " | ".join(f"{last[s]:.2f} ({last[s] / teacher_best:.2f}×)" for s in STEPS_LAST)
+            + " | "
+            + " / ".join(f"{best[s]:.2f}" for s in STEPS_LAST)
+            + f" | {arm.note} |"
+        )
+    title = f"MNIST, {args.num} samples per point against the held-out half"
+    plot(series["method"], teacher_best, floor, teacher_minutes, args.out / "methods.png", f"Methods — {title}")
+    if series["ablation"]:
+        plot(series["ablation"], teacher_best, floor, teacher_minutes, args.out / "ablations.png",
+             f"Ablations of CD — {title}")  # fmt: skip
+    metric = "FD_classifier"
+    lines = [
+        "# Learning curves on MNIST",
+        "",
+        f"{metric}: Fréchet distance on the features of a classifier trained on MNIST; not comparable with Inception "
+        f"FID. {args.num} samples per point against the {len(scorer.holdout) if scorer else 'held-out'} held-out "
+        f"images. The data floor (the train half against the held-out half, {args.num} images each) is "
+        f"{floor:.3f}: the bias of the estimate at this count. Teacher: {teacher_minutes:.1f} CPU-minutes of "
+        f"training; its best at ≥ 35 NFE is {teacher_best:.3f} ({teacher_best_key}), the reference of every ratio.",
+        "",
+        "CPU-minutes: process CPU time of the training steps (log.jsonl), one thread; the teacher's minutes are "
+        "charged to CD, ECT and sCD separately (dotted lines in the plots).",
+        "",
+        f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | best 1/2/4 | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        *table,
+        "",
+        "Teacher at ≥ 35 NFE: "
+        + ", ".join(f"{k} ({v['nfe']} NFE) {v['fd']:.3f}" for k, v in teacher_scores.items() if k != "floor"),
+        "",
+        "![methods](methods.png)",
+        "",
+        *(["![ablations](ablations.png)", ""] if series["ablation"] else []),
+        "Made by:",
+        "",
+        "```",
+        "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "```",
+        "",
+    ]
+    write_json_atomic(args.out / "results.json", {"teacher": teacher_scores, "teacher_minutes": teacher_minutes,
+                                                  "num_samples": args.num, "arms": results})  # fmt: skip
+    write_text_atomic(args.out / "table.md", "\n".join(lines))
+    print(f"report: {args.out / 'table.md'}")
+
+
+def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> None:
+    """One row of 12 samples per arm (its last checkpoint, 1 and 2 steps) beside the teacher's."""
+    rows = {"teacher (Heun, 35 NFE)": sample_checkpoint(load_checkpoint(teacher), 12, teacher_levels=18, seed=1).x}
+    for name in arms:
+        folder = runs / slug(name)
+        if (folder / "checkpoints").exists():
+            checkpoint = load_checkpoint(folder)
+            for steps in (1, 2):
+                rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = sample_checkpoint(
+                    checkpoint, 12, steps=steps, seed=1
+                ).x
+    save_image_rows(rows, out / "samples.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="MNIST folder (IDX files)")
+    parser.add_argument("--teacher", type=Path, required=True, help="a trained MNIST teacher run")
+    parser.add_argument("--runs", type=Path, default=Path("runs/curves"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/curves"))
+    parser.add_argument("--num", type=int, default=5000, help="samples per score (default 5000)")
+    parser.add_argument("--arms", nargs="*", help="only these arms (names as in ARMS)")
+    parser.add_argument("--teacher-levels", type=int, nargs="+", default=[18], help="Heun levels (18: 35 NFE)")
+    parser.add_argument("--phase", choices=("train", "score", "report", "all"), default="all")
+    args = parser.parse_args()
+    arms = {name: ARMS[name] for name in args.arms} if args.arms else ARMS
+    if args.phase in ("train", "all"):
+        for name, arm in arms.items():
+            train_arm(name, arm, args.data, args.teacher, args.runs)
+    scorer = Scorer(args.teacher, args.runs, args.num) if args.phase != "train" else None
+    if args.phase in ("score", "all"):
+        score_teacher(args.teacher, scorer, args.runs, args.teacher_levels)
+        for name in arms:
+            folder = args.runs / slug(name)
+            if (folder / "checkpoints").exists():
+                score_run(folder, scorer, name)
+    if args.phase in ("report", "all"):
+        report(args, ARMS, args.runs, args.teacher, scorer)
+        sample_rows(ARMS, args.runs, args.teacher, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,11 @@
 
 
 class UserInputError(ValueError):
-    """A bad value, file or shape given by the user."""
+    """A bad value, file or shape given by the user. Its message is one line: line breaks that come with a value
+    (a file name, a config string) are shown as \\n and \\r."""
+
+    def __str__(self) -> str:
+        return super().__str__().replace("\n", "\\n").replace("\r", "\\r")
 
 
 class ConfigError(UserInputError):

@@ -117,6 +117,16 @@ CASES = {
     "train.ema_rates repeated": ([*TRAIN, *sets("train.ema_rates=[0.9, 0.9]")], "twice"),
     "train.sample_every < 0": ([*TRAIN, *sets("train.sample_every=-1")], "train.sample_every"),
     "ect.stage_steps = 0": ([*TRAIN, *sets("ect.stage_steps=0")], "ect.stage_steps"),
+    "diffusion.rho = 0.001": ([*TRAIN, *sets("diffusion.rho=0.001")], "σ^(1/ρ) over- or underflows"),
+    "iCT's lognormal off the grid": (
+        ["train", "ict", "--out", "{tmp}/run", *sets(*TINY, "ict.p_mean=10", "ict.p_std=0.1")],
+        "put no probability on the noise levels",
+    ),
+    "sampling.sigmas_2 below sigma_min": ([*TRAIN, *sets("sampling.sigmas_2=[1, 0.001]")], "sampling.sigmas_2"),
+    "LPIPS on 2-D data": (
+        [*TRAIN, *sets("cd.distance=lpips", "cd.lpips_weights={root}/a_file")],
+        "cd.distance = 'lpips' needs images",
+    ),
     # settings that conflict with each other or with the data
     "U-Net on 2-D data": ([*TRAIN, *sets("network.kind=unet")], "needs image data"),
     "U-Net on 7×7 images": (
@@ -203,6 +213,7 @@ CASES = {
     "eval --steps empty": ([*EVAL, "--steps", ","], "at least one integer"),
     "eval --teacher-steps 1": ([*EVAL, "--teacher-steps", "1"], "--teacher-steps: each must be at least 2"),
     "eval --num 1": ([*EVAL, "--num", "1"], "--num: must be at least 2"),
+    "eval --num 3 on images": ([*EVAL, "--num", "3"], "--num must be at least 4 for images"),
     "eval --reference-stats of another dimension": (
         [*EVAL, "--reference-stats", "{root}/stats-7d.npz"],
         "7-d statistics; --features classifier gives 128-d",

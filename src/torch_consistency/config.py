@@ -222,6 +222,9 @@ class Config:
         return _build(cls, values, "")
 
 
+MAGNITUDES = (1e-30, 1e30)  # non-zero numbers beyond these under- or overflow (squared, or in float32): refused
+
+
 def _coerce(kind: Any, value: Any, key: str) -> Any:
     """`value` as type `kind`, or a ConfigError naming `key`."""
     origin = typing.get_origin(kind)
@@ -242,6 +245,10 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
             return int(value)
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if value != 0 and not MAGNITUDES[0] <= abs(value) <= MAGNITUDES[1]:
+                raise ConfigError(
+                    f"{key} = {value}: non-zero numbers must be {MAGNITUDES[0]:g} … {MAGNITUDES[1]:g} in size"
+                )
             return float(value)
     elif kind is str and isinstance(value, str):
         if "\0" in value:
@@ -369,6 +376,11 @@ def validate(config: Config) -> None:
             _require(in_interval(item, interval), f"{key} must lie in {interval}, got {value!r}")
     d, t, o, net, data = config.diffusion, config.train, config.optim, config.network, config.data
     _require(d.sigma_min < d.sigma_max, f"need 0 < sigma_min < sigma_max, got {d.sigma_min} and {d.sigma_max}")
+    ends = [math.log(s) / d.rho for s in (d.sigma_min, d.sigma_max)]  # the Karras ramp runs in σ^(1/ρ) (§1)
+    _require(
+        all(abs(end) < 700 for end in ends) and math.exp(ends[0]) < math.exp(ends[1]),
+        f"diffusion.rho = {d.rho} gives no Karras grid on [{d.sigma_min}, {d.sigma_max}]: σ^(1/ρ) over- or underflows",
+    )
     _one_of(d.noise_conditioning, NOISE_CONDITIONINGS, "diffusion.noise_conditioning")
     _one_of(t.method, METHODS, "train.method")
     _require(len(set(t.ema_rates)) == len(t.ema_rates), f"train.ema_rates lists a rate twice: {t.ema_rates}")
@@ -403,14 +415,16 @@ def validate(config: Config) -> None:
     _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
     for steps in (2, 3):
         sigmas = getattr(config.sampling, f"sigmas_{steps}")
+        decreasing = all(a > b for a, b in itertools.pairwise(sigmas))
         _require(
-            not sigmas or (len(sigmas) == steps and all(a > b for a, b in itertools.pairwise(sigmas))),
-            f"sampling.sigmas_{steps} must be empty or {steps} decreasing positive σ's, got {sigmas}",
+            not sigmas or (len(sigmas) == steps and decreasing and sigmas[-1] >= d.sigma_min),
+            f"sampling.sigmas_{steps} must be empty or {steps} decreasing σ's ≥ sigma_min, got {sigmas}",
         )
     _require(
         cd.distance != "lpips" or bool(cd.lpips_weights),
         "cd.distance = 'lpips' needs cd.lpips_weights = 'VGG16.pth,LPIPS_HEADS.pth' (see nets/lpips.py)",
     )
+    _require(cd.distance != "lpips" or data.name in IMAGE_DATASETS, f"cd.distance = 'lpips' needs images: {data.name}")
     if t.method == "cd":
         _require(
             bool(cd.teacher),
@@ -420,8 +434,12 @@ def validate(config: Config) -> None:
 
 def _validate_improved(config: Config) -> None:
     """The iCT, ECT and sCM sections (reference.md §8–10)."""
-    ict, ect, scm, method = config.ict, config.ect, config.scm, config.train.method
+    ict, ect, scm, method, d = config.ict, config.ect, config.scm, config.train.method, config.diffusion
     _require(ict.s0 <= ict.s1, f"need 1 ≤ ict.s0 ≤ ict.s1, got {ict.s0} and {ict.s1}")
+    if method == "ict":  # iCT draws grid pairs by the lognormal's mass between them (reference.md §8)
+        cdf = [math.erf((math.log(s) - ict.p_mean) / (math.sqrt(2) * ict.p_std)) for s in (d.sigma_min, d.sigma_max)]
+        _require(cdf[1] > cdf[0], f"ict.p_mean = {ict.p_mean} and ict.p_std = {ict.p_std} put no probability on the "
+                 f"noise levels [{d.sigma_min}, {d.sigma_max}]")  # fmt: skip
     _one_of(scm.mode, SCM_MODES, "scm.mode")
     if method == "ect":
         _require(ect.teacher != "exact", "ect.teacher = 'exact' has no weights to start from; name a teacher run")

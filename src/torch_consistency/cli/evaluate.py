@@ -95,6 +95,8 @@ def check_evaluation_options(args: argparse.Namespace, checkpoint) -> None:
             raise ConfigError(f"{given[0]} applies to image checkpoints; {checkpoint.path} makes vectors")
     else:
         check_output_folder(args.cache, "--cache")
+        if args.num is not None and args.num < 4:
+            raise ConfigError(f"--num must be at least 4 for images (precision/recall: 3 neighbours), got {args.num}")
     if args.features == "inception" and args.inception_weights is None:
         raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
     if args.features != "inception" and (args.inception_weights is not None or args.allow_torchscript):

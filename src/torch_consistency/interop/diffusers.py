@@ -255,8 +255,8 @@ def _load_unet(folder: Path) -> UNet2DModel:
         raise CheckpointError(f"{folder}/config.json describes {name!r}; expected a UNet2DModel")
     if not any(folder.glob("*.safetensors")):  # a .bin is a pickle: never read (docs/security.md)
         raise CheckpointError(
-            f"{folder} has no .safetensors weights; diffusers teachers are read from safetensors only (a .bin is a "
-            "pickle). If you trust it, convert it once: UNet2DModel.from_pretrained(F).save_pretrained(F)"
+            f"{folder}: cannot load the UNet2DModel: no .safetensors weights; diffusers teachers are read from "
+            "safetensors only (a .bin is a pickle). If you trust it: UNet2DModel.from_pretrained(F).save_pretrained(F)"
         )
     try:
         return UNet2DModel.from_pretrained(folder, use_safetensors=True)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import TINY, untrained_checkpoint
+from helpers import TINY, tiny_config, untrained_checkpoint
 from torch_consistency.cli import main
+from torch_consistency.training.loop import train
 
 
 def snapshot(*roots):
@@ -71,6 +72,12 @@ def world(tmp_path_factory):
         meta = json.loads((folder / "meta.json").read_text())
         change(meta)
         (folder / "meta.json").write_text(json.dumps(meta))
+    for name, depth in (("mixed", 1), ("other", 2)):  # real runs; "mixed" gets the optimizer state of "other"
+        train(
+            tiny_config("train.method=ct", "train.total_steps=2", f"network.depth={depth}"), root / name, progress=False
+        )
+    state = "checkpoints/step-00000002/training_state.pt"
+    shutil.copy(root / "other" / state, root / "mixed" / state)
     run = root / "partial"  # a run folder holding only a config: a new run may not reuse it
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"train": {"method": "teacher"}}))
@@ -160,6 +167,7 @@ CASES = {
     "--out under a file": (["train", "teacher", "--out", "{root}/a_file/run", *sets(*TINY)], "is a file"),
     "--out holds a run's config": (["train", "teacher", "--out", "{root}/partial"], "already holds a run"),
     "resume a folder that is no run": (["train", "--resume", "{root}/mnist"], "not a run to resume"),
+    "resume with another run's optimizer state": (["train", "--resume", "{root}/mixed"], "does not fit this run's"),
     "--data-path without --resume": ([*TRAIN, "--data-path", "{root}"], "--data-path goes with --resume"),
     "--data-path for 2-D data": (["train", "--resume", "{ct}", "--data-path", "{root}"], "applies to mnist"),
     # meta.json
@@ -319,3 +327,15 @@ def test_the_same_from_a_real_command_line(case, world, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert_refused(result.returncode, result.stderr, fragment)
     assert snapshot(world["root"], tmp_path) == before
+
+
+def test_resume_reads_past_a_damaged_log(tmp_path, capsys):
+    """A log.jsonl with bytes that are not text (a damaged disk block) loses those lines on resume, not the run."""
+    run = tmp_path / "run"
+    train(tiny_config("train.method=ct", "train.total_steps=4", "train.checkpoint_every=2"), run, progress=False)
+    lines = (run / "log.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "log.jsonl").write_bytes(b"".join(lines[:3]) + b"\xff\xfe garbage\n")
+    shutil.rmtree(run / "checkpoints" / "step-00000004")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

@@ -23,7 +23,7 @@ class RunLog:
         self.path = run_dir / "log.jsonl"
         if resume_step is not None and self.path.exists():
             kept = []
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_text(errors="replace").splitlines():  # damaged lines are dropped below
                 step = _step(line)
                 if step is not None and step <= resume_step:
                     kept.append(line + "\n")

@@ -126,8 +126,13 @@ def _train(
     start = 0
     if checkpoint is not None:
         for name, module in trainer.modules().items():
-            load_weights(module, checkpoint.weights[name], f"{checkpoint.path} ({name})")
-        trainer.optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
+            load_weights(module, checkpoint.weights.get(name, {}), f"{checkpoint.path} ({name})")
+        try:
+            trainer.optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{checkpoint.path}/training_state.pt does not fit this run's optimizer: {error}"
+            ) from None
         start = checkpoint.step
     else:
         if teacher is not None and teacher.initial_weights is not None:

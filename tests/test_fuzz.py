@@ -292,8 +292,6 @@ def test_a_few_random_settings_through_real_subprocesses(tmp_path):
     """The in-process runs above stand for the real command line; a few of the same kinds confirm it."""
     cases = [
         ["--set", "optim.beta1=1.5"],
-        ["--set", "train.seed=-3"],
-        ["--set", "network.depth=x"],
         ["--set", "data.components=0", "--set", "data.name=gmm"],
         ["--set", "sampling.sigmas_2=[1, nan]"],
     ]

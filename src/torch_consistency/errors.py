@@ -19,3 +19,9 @@ class CheckpointError(UserInputError):
 
 class DataError(UserInputError):
     """A dataset that is missing, empty or unreadable."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): for one-line errors about
+    files that a library (PIL, numpy, torch) failed to read."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..seeding import STREAM_DATA, derive_seed, step_generator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -215,8 +215,7 @@ def _cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError as error:
         raise DataError(f"cannot read {file}: {error.strerror}") from None
     except Exception as error:  # a broken pickle raises many kinds of errors; none of them runs code here
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataError(f"{file} is not a CIFAR-10 python batch: {first_line}") from None
+        raise DataError(f"{file} is not a CIFAR-10 python batch: {first_line(error)}") from None
     if not isinstance(batch, dict):
         raise DataError(f"{file} is not a CIFAR-10 python batch: it holds a {type(batch).__name__}, not a dict")
     data, labels = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
@@ -277,8 +276,7 @@ def open_image(path: Path, mode: str) -> Image.Image:
     except DataError:
         raise
     except Exception as error:  # PIL's decoders raise many kinds of errors on broken files; all mean "unreadable"
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataError(f"{path} is not a readable image: {first_line}") from None
+        raise DataError(f"{path} is not a readable image: {first_line(error)}") from None
 
 
 def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) -> ImageDataset:
@@ -335,8 +333,7 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except Exception as error:  # numpy and zipfile raise many kinds of errors on broken files; none runs code
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataError(f"{path} is not a readable .npz file: {first_line}") from None
+        raise DataError(f"{path} is not a readable .npz file: {first_line(error)}") from None
 
 
 def load_npz(path: str | Path) -> ImageDataset:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import Config, DataConfig, validate
 from ..data import PATH_DATASETS
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..files import fsync_path, write_json_atomic
 from ..nets import build_model
 from ..parameterization import Preconditioned
@@ -286,8 +286,7 @@ def _read_training_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{file} is missing") from None
     except Exception as error:  # torch raises many kinds on corrupt or foreign files (UnpicklingError, RuntimeError…)
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{file} is corrupt or not a training state: {first_line[:200]}") from None
+        raise CheckpointError(f"{file} is corrupt or not a training state: {first_line(error)[:200]}") from None
     optimizer = state.get("optimizer") if isinstance(state, dict) else None
     groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
     if not (isinstance(groups, list) and isinstance(optimizer.get("state"), dict)

@@ -208,7 +208,7 @@ def assert_outcome(code, err, out_dir):
         assert not out_dir.exists(), sorted(out_dir.rglob("*"))
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=50)
 @given(method=st.sampled_from(METHODS), extra=st.lists(SETTINGS, min_size=1, max_size=2))
 def test_cm_train_with_random_settings_trains_or_refuses_in_one_line(method, extra, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
@@ -267,7 +267,7 @@ def checkpoints(tmp_path_factory):
     }
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=40)
 @given(data=st.data())
 def test_cm_sample_eval_edit_with_random_options_run_or_refuse_in_one_line(data, checkpoints, tmp_path_factory):
     command = data.draw(st.sampled_from(list(OPTIONS)))

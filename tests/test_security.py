@@ -105,6 +105,7 @@ def files(tmp_path_factory):
     marker = root / "MARKER"
     payload_files(root / "files", marker)
     digits = untrained_checkpoint(root / "digits", (1, 8, 8), "train.method=ct", "data.name=digits")
+    untrained_checkpoint(root / "digits-teacher", (1, 8, 8), "train.method=teacher", "data.name=digits")
     for name in ("meta.json", "weights.safetensors", "training_state.pt"):
         folder = root / f"bad-{name}"
         shutil.copytree(digits, folder)
@@ -141,7 +142,8 @@ LOADERS = {
             *TRAIN[:1],
             "cd",
             *TRAIN[2:],
-            *sets("data.name=gmm", "cd.teacher=exact", "cd.distance=lpips", "cd.lpips_weights={files}/state.pt"),
+            *sets("data.name=digits", "cd.teacher={root}/digits-teacher", "cd.distance=lpips"),
+            *sets("cd.lpips_weights={files}/state.pt"),
         ],
         "not a PyTorch state dict",
     ),

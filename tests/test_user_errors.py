@@ -107,6 +107,7 @@ CASES = {
     "train.device absent": ([*TRAIN, *sets("train.device=cuda:99")], "CUDA device"),
     "--device unknown": ([*SAMPLE, "--device", "gpu"], "--device = 'gpu' is not a device"),
     "--device absent": ([*SAMPLE, "--device", "cuda:99"], "CUDA device"),
+    "--device meta": ([*SAMPLE, "--device", "meta"], "not a device"),
     # numeric ranges of the config
     "optim.beta1 = 2": ([*TRAIN, *sets("optim.beta1=2")], "optim.beta1 must lie in [0, 1), got 2"),
     "optim.beta2 = 1": ([*TRAIN, *sets("optim.beta2=1")], "optim.beta2 must lie in [0, 1)"),
@@ -339,3 +340,10 @@ def test_resume_reads_past_a_damaged_log(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_device_auto_means_this_machines_device(world, tmp_path, capsys):
+    """Found by the fuzzer: --device auto passed validation, then torch.device("auto") raised."""
+    assert main(["sample", "--checkpoint", str(world["ct"]), "--device", "auto", "--num", "4", "--out",
+                 str(tmp_path / "o")]) == 0, capsys.readouterr().err  # fmt: skip
+    assert (tmp_path / "o" / "samples.npz").is_file()

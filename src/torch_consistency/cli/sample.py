@@ -78,19 +78,18 @@ def float_list(text: str) -> list[float]:
 
 
 def device(text: str) -> str:
-    """An argparse type: a device this machine has (see devices.available_device)."""
+    """An argparse type: a device this machine has (see devices.available_device); "auto" becomes cuda or cpu."""
     try:
-        available_device(text)
+        return str(available_device(text))
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder, or a run folder (newest)")
     parser.add_argument("--weights", help="weight set: online, target or ema-RATE (default: the first EMA)")
     parser.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
-    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, auto ... (default cpu)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

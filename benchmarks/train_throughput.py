@@ -51,6 +51,7 @@ def setup(args, method: str, precision: str, solver: str = "heun"):
     overrides = [
         "network.kind=unet", f"network.preset={args.preset}", f"train.method={method}", f"train.precision={precision}",
         f"optim.batch_size={args.batch}", "cd.teacher=exact", f"cd.solver={solver}", "train.ema_rates=[0.999]",
+        "data.name=digits",  # a U-Net needs image data; the batches here are synthetic, of --size
     ]  # fmt: skip
     config = load_config(None, overrides)
     shape = (args.channels, args.size, args.size)

@@ -17,3 +17,18 @@ TINY = [
 def tiny_config(*overrides: str):
     """A tiny MLP on eight Gaussians; `overrides` are --set strings."""
     return load_config(None, [*TINY, *overrides])
+
+
+def untrained_checkpoint(folder, sample_shape=(2,), *overrides: str, step: int = 1):
+    """A checkpoint of an untrained tiny model (written by save_checkpoint) in the run folder `folder`."""
+    import copy
+
+    from torch_consistency.nets import build_model
+    from torch_consistency.training.checkpoint import PARAMETERIZATIONS, save_checkpoint
+
+    config = tiny_config(*overrides)
+    model = build_model(config, PARAMETERIZATIONS.get(config.train.method, "consistency"), sample_shape)
+    modules = {"online": model, "ema-0.999": copy.deepcopy(model)}  # safetensors refuses shared tensors
+    state = {"optimizer": {"state": {}, "param_groups": []}}
+    save_checkpoint(folder, step, config, sample_shape, 0, modules, state, keep=5)
+    return folder

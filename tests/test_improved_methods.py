@@ -194,7 +194,7 @@ def test_jvp_tangent_matches_a_central_difference():
 
 
 def test_jvp_works_through_the_unet_with_channels_last_tangents_and_dropout():
-    config = load_config(None, ["network.kind=unet", "network.preset=tiny", "network.dropout=0.2"])
+    config = load_config(None, ["network.kind=unet", "network.preset=tiny", "network.dropout=0.2", "data.name=digits"])
     torch.manual_seed(0)
     model = build_model(config, "trigflow", (1, 8, 8)).to(memory_format=torch.channels_last)
     x = torch.randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last)

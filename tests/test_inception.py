@@ -77,7 +77,9 @@ def test_torchscript_round_trip(tmp_path):
     detector = TinyDetector().eval()
     path = tmp_path / "inception-2015-12-05.pt"
     torch.jit.save(torch.jit.script(detector), str(path))
-    extractor = load_inception(path)
+    with pytest.raises(CheckpointError, match=r"TorchScript, a program rather than weights: .*--allow-torchscript"):
+        load_inception(path)  # TorchScript is code: it runs only when the user opts in
+    extractor = load_inception(path, allow_torchscript=True)
     assert "TorchScript" in extractor.description and PREPROCESSING in extractor.description
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
@@ -113,5 +115,5 @@ def test_wrong_files_are_refused_with_one_line(kind, tmp_path):
         "torchscript 5-d": r"gives features of shape \(1, 5\), not \(N, 2048\)",
     }[kind]
     with pytest.raises(CheckpointError, match=expected) as error:
-        load_inception(path)
+        load_inception(path, allow_torchscript=True)
     assert "\n" not in str(error.value)

@@ -257,6 +257,9 @@ def has_guidance_input(config: Config) -> bool:
     return section is not None and section.guidance == "input"
 
 
+MAGNITUDES = (1e-30, 1e30)  # non-zero numbers beyond these under- or overflow (squared, or in float32): refused
+
+
 def _coerce(kind: Any, value: Any, key: str) -> Any:
     """`value` as type `kind`, or a ConfigError naming `key`."""
     origin = typing.get_origin(kind)
@@ -265,18 +268,26 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a list, got {value!r}")
         (item,) = typing.get_args(kind)
         return [_coerce(item, v, key) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ConfigError(f"{key} = {value} lies outside TOML's 64-bit integers")
     if kind is bool:
         if isinstance(value, bool):
             return value
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
             return int(value)
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if value != 0 and not MAGNITUDES[0] <= abs(value) <= MAGNITUDES[1]:
+                raise ConfigError(
+                    f"{key} = {value}: non-zero numbers must be {MAGNITUDES[0]:g} … {MAGNITUDES[1]:g} in size"
+                )
             return float(value)
     elif kind is str and isinstance(value, str):
+        if "\0" in value:
+            raise ConfigError(f"{key} contains a NUL character: {value!r}")
         return value
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     raise ConfigError(f"{key} must be {names.get(kind, kind)}, got {value!r}")
@@ -332,9 +343,43 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> "Config":
             values = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     config = Config.from_dict(apply_overrides(values, list(overrides)))
     validate(config)
     return config
+
+
+# The values each numeric key may take, in interval notation (relations between keys are checked in `validate`).
+RANGES: dict[str, str] = {
+    "train.total_steps": "[1, inf)", "train.seed": "[0, inf)", "train.checkpoint_every": "[1, inf)",
+    "train.keep_checkpoints": "[1, inf)", "train.sample_every": "[0, inf)", "train.ema_rates": "[0, 1)",
+    "diffusion.sigma_min": "(0, inf)", "diffusion.sigma_max": "(0, inf)", "diffusion.sigma_data": "(0, inf)",
+    "diffusion.rho": "(0, inf)",
+    "network.width": "[1, inf)", "network.depth": "[0, inf)", "network.embedding_dim": "[2, inf)",
+    "network.fourier_scale": "(0, inf)", "network.dropout": "[0, 1)",
+    "data.dim": "[1, inf)", "data.components": "[1, inf)", "data.component_std": "(0, inf)",
+    "data.resolution": "[0, inf)", "data.channels": "[1, 3]", "data.holdout_fraction": "[0, 1)",
+    "optim.lr": "(0, inf)", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": "[0, inf)",
+    "optim.warmup_steps": "[0, inf)", "optim.grad_clip": "[0, inf)", "optim.batch_size": "[1, inf)",
+    "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
+    "cd.num_points": "[2, inf)", "cd.target_ema": "[0, 1)",
+    "ct.s0": "[1, inf)", "ct.s1": "[1, inf)", "ct.mu0": "(0, 1)",
+    "ict.s0": "[1, inf)", "ict.s1": "[1, inf)", "ict.p_mean": "(-inf, inf)", "ict.p_std": "(0, inf)",
+    "ect.p_mean": "(-inf, inf)", "ect.p_std": "(0, inf)", "ect.q": "(1, inf)", "ect.stage_steps": "[1, inf)",
+    "ect.huber_c": "[0, inf)",
+    "scm.p_mean": "(-inf, inf)", "scm.p_std": "(0, inf)", "scm.tangent_warmup_steps": "[0, inf)",
+    "scm.tangent_norm_c": "(0, inf)",
+    "sampling.teacher_steps": "[2, inf)", "sampling.sigmas_2": "(0, inf)", "sampling.sigmas_3": "(0, inf)",
+}  # fmt: skip
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether `value` lies in an interval written "[a, b)", "(a, b]" …; a and b are numbers or ±inf."""
+    low, high = (float(bound) for bound in interval[1:-1].split(", "))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
 
 
 def _require(condition: bool, message: str) -> None:
@@ -348,8 +393,9 @@ def _one_of(value: str, choices: typing.Iterable[str], key: str) -> None:
 
 
 def validate(config: Config) -> None:
-    """Raise ConfigError (one line) for the first value that is out of range or unknown."""
-    from .data import DATASETS
+    """Raise ConfigError (one line) for the first value that is out of range or unknown, or values that conflict."""
+    from .data import DATASETS, IMAGE_DATASETS
+    from .devices import parse_device
     from .distances import DISTANCES
     from .nets import NETWORK_KINDS
     from .nets.embedding import EMBEDDINGS
@@ -358,39 +404,44 @@ def validate(config: Config) -> None:
     from .schedules import CT_SCHEDULE_VARIANTS
     from .solvers import SOLVERS
 
-    d, t, o = config.diffusion, config.train, config.optim
-    _require(0 < d.sigma_min < d.sigma_max, f"need 0 < sigma_min < sigma_max, got {d.sigma_min} and {d.sigma_max}")
-    _require(d.sigma_data > 0 and d.rho > 0, "diffusion.sigma_data and diffusion.rho must be positive")
+    for key, interval in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        for item in value if isinstance(value, list) else [value]:
+            _require(in_interval(item, interval), f"{key} must lie in {interval}, got {value!r}")
+    d, t, o, net, data = config.diffusion, config.train, config.optim, config.network, config.data
+    _require(d.sigma_min < d.sigma_max, f"need 0 < sigma_min < sigma_max, got {d.sigma_min} and {d.sigma_max}")
+    ends = [math.log(s) / d.rho for s in (d.sigma_min, d.sigma_max)]  # the Karras ramp runs in σ^(1/ρ) (§1)
+    _require(
+        all(abs(end) < 700 for end in ends) and math.exp(ends[0]) < math.exp(ends[1]),
+        f"diffusion.rho = {d.rho} gives no Karras grid on [{d.sigma_min}, {d.sigma_max}]: σ^(1/ρ) over- or underflows",
+    )
     _one_of(d.noise_conditioning, NOISE_CONDITIONINGS, "diffusion.noise_conditioning")
     _one_of(t.method, METHODS, "train.method")
-    _require(t.total_steps >= 1, f"train.total_steps must be at least 1, got {t.total_steps}")
-    _require(all(0 <= r < 1 for r in t.ema_rates), f"train.ema_rates must lie in [0, 1), got {t.ema_rates}")
+    _require(len(set(t.ema_rates)) == len(t.ema_rates), f"train.ema_rates lists a rate twice: {t.ema_rates}")
     _one_of(t.precision, ("fp32", "bf16"), "train.precision")
-    _require(
-        t.checkpoint_every >= 1 and t.keep_checkpoints >= 1,
-        "checkpoint_every and keep_checkpoints must be ≥ 1",
-    )
-    _one_of(config.network.kind, NETWORK_KINDS, "network.kind")
-    _one_of(config.network.embedding, EMBEDDINGS, "network.embedding")
-    _require(0 <= config.network.dropout < 1, f"network.dropout must lie in [0, 1), got {config.network.dropout}")
-    _one_of(config.data.name, DATASETS, "data.name")
-    _require(0 <= config.data.holdout_fraction < 1, "data.holdout_fraction must lie in [0, 1)")
-    _one_of(config.data.split, ("train", "holdout"), "data.split")
-    if config.network.kind == "unet":
+    parse_device(t.device, "train.device")
+    _one_of(net.kind, NETWORK_KINDS, "network.kind")
+    _one_of(net.embedding, EMBEDDINGS, "network.embedding")
+    _require(net.embedding_dim % 2 == 0, f"network.embedding_dim must be even (cos and sin), got {net.embedding_dim}")
+    if net.kind == "unet":
         from .nets.unet import UNET_PRESETS
 
-        _one_of(config.network.preset, UNET_PRESETS, "network.preset")
+        _one_of(net.preset, UNET_PRESETS, "network.preset")
+        _require(data.name in IMAGE_DATASETS, f"network.kind = 'unet' needs image data; {data.name} gives vectors "
+                 "(use network.kind = 'mlp')")  # fmt: skip
+    _one_of(data.name, DATASETS, "data.name")
+    _require(data.channels in (1, 3), f"data.channels must be 1 (grey) or 3 (RGB), got {data.channels}")
+    _one_of(data.split, ("train", "holdout"), "data.split")
+    _require(data.split == "train" or data.holdout_fraction > 0, "data.split = 'holdout' needs holdout_fraction > 0")
+    if data.name not in IMAGE_DATASETS:
+        for key in ("hflip", "colored"):
+            _require(not getattr(data, key), f"data.{key} applies to image data, not {data.name}")
     _one_of(o.optimizer, ("radam", "adam"), "optim.optimizer")
-    _require(o.lr > 0 and o.batch_size >= 1, "optim.lr must be positive and optim.batch_size at least 1")
-    _require(o.grad_clip >= 0 and o.warmup_steps >= 0, "optim.grad_clip and optim.warmup_steps must be ≥ 0")
-    _require(config.teacher.p_std > 0, "teacher.p_std must be positive")
     _validate_guidance(config)
     cd, ct = config.cd, config.ct
-    _require(cd.num_points >= 2, f"cd.num_points (N) must be at least 2, got {cd.num_points}")
     _one_of(cd.solver, ("euler", "heun"), "cd.solver")
-    _require(0 <= cd.target_ema < 1, f"cd.target_ema (μ) must lie in [0, 1), got {cd.target_ema}")
-    _require(0 < ct.mu0 < 1, f"ct.mu0 must lie in (0, 1), got {ct.mu0}")
-    _require(1 <= ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
+    _require(ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
     for section in ("cd", "ct", "ict"):
         _one_of(getattr(config, section).distance, (*DISTANCES, "lpips") if section == "cd" else DISTANCES,
@@ -398,17 +449,18 @@ def validate(config: Config) -> None:
         _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
     _validate_improved(config)
     _one_of(config.sampling.teacher_solver, SOLVERS, "sampling.teacher_solver")
-    _require(config.sampling.teacher_steps >= 1, "sampling.teacher_steps must be at least 1")
     for steps in (2, 3):
         sigmas = getattr(config.sampling, f"sigmas_{steps}")
+        decreasing = all(a > b for a, b in itertools.pairwise(sigmas))
         _require(
-            not sigmas or (len(sigmas) == steps and all(a > b > 0 for a, b in itertools.pairwise(sigmas))),
-            f"sampling.sigmas_{steps} must be empty or {steps} decreasing positive σ's, got {sigmas}",
+            not sigmas or (len(sigmas) == steps and decreasing and sigmas[-1] >= d.sigma_min),
+            f"sampling.sigmas_{steps} must be empty or {steps} decreasing σ's ≥ sigma_min, got {sigmas}",
         )
     _require(
         cd.distance != "lpips" or bool(cd.lpips_weights),
         "cd.distance = 'lpips' needs cd.lpips_weights = 'VGG16.pth,LPIPS_HEADS.pth' (see nets/lpips.py)",
     )
+    _require(cd.distance != "lpips" or data.name in IMAGE_DATASETS, f"cd.distance = 'lpips' needs images: {data.name}")
     if t.method == "cd":
         _require(
             bool(cd.teacher),
@@ -454,15 +506,13 @@ def _validate_guidance(config: Config) -> None:
 
 def _validate_improved(config: Config) -> None:
     """The iCT, ECT and sCM sections (reference.md §8–10)."""
-    ict, ect, scm, method = config.ict, config.ect, config.scm, config.train.method
-    _require(1 <= ict.s0 <= ict.s1, f"need 1 ≤ ict.s0 ≤ ict.s1, got {ict.s0} and {ict.s1}")
-    _require(ict.p_std > 0 and ect.p_std > 0 and scm.p_std > 0, "ict.p_std, ect.p_std and scm.p_std must be positive")
-    _require(ect.q > 1, f"ect.q must be greater than 1, got {ect.q}")
-    _require(ect.stage_steps >= 1, f"ect.stage_steps must be at least 1, got {ect.stage_steps}")
-    _require(ect.huber_c >= 0, f"ect.huber_c must be ≥ 0, got {ect.huber_c}")
+    ict, ect, scm, method, d = config.ict, config.ect, config.scm, config.train.method, config.diffusion
+    _require(ict.s0 <= ict.s1, f"need 1 ≤ ict.s0 ≤ ict.s1, got {ict.s0} and {ict.s1}")
+    if method == "ict":  # iCT draws grid pairs by the lognormal's mass between them (reference.md §8)
+        cdf = [math.erf((math.log(s) - ict.p_mean) / (math.sqrt(2) * ict.p_std)) for s in (d.sigma_min, d.sigma_max)]
+        _require(cdf[1] > cdf[0], f"ict.p_mean = {ict.p_mean} and ict.p_std = {ict.p_std} put no probability on the "
+                 f"noise levels [{d.sigma_min}, {d.sigma_max}]")  # fmt: skip
     _one_of(scm.mode, SCM_MODES, "scm.mode")
-    _require(scm.tangent_warmup_steps >= 0, "scm.tangent_warmup_steps must be ≥ 0")
-    _require(scm.tangent_norm_c > 0, f"scm.tangent_norm_c must be positive, got {scm.tangent_norm_c}")
     if method == "ect":
         _require(ect.teacher != "exact", "ect.teacher = 'exact' has no weights to start from; name a teacher run")
     if method == "scm" and scm.mode == "scd":

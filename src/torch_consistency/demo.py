@@ -12,8 +12,8 @@ from .evaluation.evaluate import consistency_error_of, data_floor, evaluate_chec
 from .evaluation.plots import save_image_rows, save_scatter_grid
 from .evaluation.report import scores_table
 from .files import write_json_atomic, write_text_atomic
-from .training.checkpoint import Checkpoint, load_checkpoint
-from .training.loop import train
+from .training.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from .training.loop import holds_run, train
 
 TEACHER_LEVELS = (18, 40)  # Heun: 35 and 79 NFE
 STEPS = (1, 2, 4)
@@ -29,9 +29,11 @@ def train_runs(prefix: str, out: Path, quick: bool) -> tuple[dict[str, Checkpoin
         config = load_config(config_path(f"{prefix}_{method}"), overrides)
         tic = time.perf_counter()
         folder = out / method
-        if not (folder / "checkpoints").exists():
+        if not holds_run(folder):
             train(config, folder)
         else:  # a run from an earlier demo: continue it if it is the same run, refuse if it is another
+            if not list_checkpoints(folder):  # it stopped before its first checkpoint: start it again
+                train(None, folder, resume=True)
             saved = load_checkpoint(folder)
             if saved.config.train.total_steps != config.train.total_steps or saved.config.data != config.data:
                 raise ConfigError(f"{folder} holds a different run (e.g. from --quick); remove {out} first")

@@ -2,7 +2,11 @@
 
 
 class UserInputError(ValueError):
-    """A bad value, file or shape given by the user."""
+    """A bad value, file or shape given by the user. Its message is one line: line breaks that come with a value
+    (a file name, a config string) are shown as \\n and \\r."""
+
+    def __str__(self) -> str:
+        return super().__str__().replace("\n", "\\n").replace("\r", "\\r")
 
 
 class ConfigError(UserInputError):
@@ -15,3 +19,9 @@ class CheckpointError(UserInputError):
 
 class DataError(UserInputError):
     """A dataset that is missing, empty or unreadable."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): for one-line errors about
+    files that a library (PIL, numpy, torch) failed to read."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 
 def fsync_path(path: Path) -> None:
     """Flush a file or folder to disk."""
@@ -15,6 +17,18 @@ def fsync_path(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a Path; ConfigError unless it is a folder or can be made one (no file in the way, writable)."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"{option} {path} {where}; name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path} cannot be written: {existing} is not writable")
+    return path
 
 
 @contextmanager

@@ -19,7 +19,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..files import check_output_folder
 
+    check_output_folder(args.out)
     report = run_demo(args.out, quick=args.quick)
     print(f"report: {report}")
     return 0

@@ -8,7 +8,8 @@ import torch
 
 from ..config import has_guidance_input
 from ..errors import ConfigError, DataError
-from .sample import add_checkpoint_arguments, float_list
+from ..files import check_output_folder
+from .sample import SEED, add_checkpoint_arguments, float_list, integer
 
 TASKS = ("inpaint", "colorize", "super-resolve", "stroke", "denoise", "interpolate")
 PROBLEM_TASKS = ("inpaint", "colorize", "super-resolve")
@@ -49,17 +50,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--factor", type=int, help="super-resolve: the upscaling factor p (divides the size)")
     points = parser.add_mutually_exclusive_group()
     points.add_argument("--sigmas", type=float_list, help="explicit decreasing time points, e.g. 80,10,2,0.5")
-    points.add_argument("--steps", type=int, help="time points: the first STEPS of a Karras grid of STEPS+1")
+    points.add_argument("--steps", type=integer(1), help="time points: the first STEPS of a Karras grid of STEPS+1")
     parser.add_argument("--sigma", type=float, help="denoise: the noise level of the input")
     parser.add_argument("--add-noise", action="store_true", help="denoise: add noise of level --sigma first")
     parser.add_argument("--alphas", type=float_list, default=[0, 0.25, 0.5, 0.75, 1], help="interpolate: weights")
-    parser.add_argument("--seed2", type=int, help="interpolate without --input: seed of the second noise")
-    parser.add_argument("--num", type=int, default=4, help="interpolate without --input: pairs of noises (4)")
+    parser.add_argument("--seed2", type=SEED, help="interpolate without --input: seed of the second noise")
+    parser.add_argument("--num", type=integer(1), default=4, help="interpolate without --input: pairs of noises (4)")
     parser.add_argument("--label", type=int, help="class label, for class-conditional models")
     parser.add_argument("--teacher", type=Path, help="a teacher checkpoint: also run its PF-ODE baseline")
-    parser.add_argument("--teacher-steps", type=int, help="teacher: Karras levels before σ = 0 (default: config)")
+    parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
     parser.add_argument("--solver", choices=("euler", "heun"), help="teacher: ODE solver (default: config, or heun)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--batch-size", type=integer(1), default=64, help="images per batch (default 64)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(run=run)
 
@@ -80,12 +81,19 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"{task} needs --input" + (" (or --seed2 for two noises)" if task == "interpolate" else ""))
     if task == "interpolate" and args.input is not None and args.input2 is None:
         raise ConfigError("interpolate needs --input2 beside --input (or --seed2 instead of both)")
-    if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.num < 1:
-        raise ConfigError("--steps, --batch-size and --num must be at least 1")
     if task == "interpolate" and not args.alphas:
         raise ConfigError("--alphas must list at least one weight")
     if args.teacher is not None and task == "interpolate":
         raise ConfigError("there is no teacher baseline for interpolate")
+
+
+def check_out_spares_inputs(args: argparse.Namespace) -> None:
+    """ConfigError when --out (or OUT/teacher) holds input files: results named after them would replace them."""
+    targets = {args.out.resolve(), (args.out / "teacher").resolve()}
+    for option in ("input", "input2", "mask"):
+        path = getattr(args, option)
+        if path is not None and (path.resolve() if path.is_dir() else path.resolve().parent) in targets:
+            raise ConfigError(f"--out {args.out} holds the --{option} files, which the results would overwrite")
 
 
 def list_pngs(path: Path, what: str) -> list[Path]:
@@ -102,15 +110,9 @@ def list_pngs(path: Path, what: str) -> list[Path]:
 
 def read_pixels(path: Path, mode: str) -> np.ndarray:
     """uint8 H×W (mode L) or H×W×3 (mode RGB); DataError for unreadable files and 16-bit or float images."""
-    from PIL import Image, UnidentifiedImageError
+    from ..data.images import open_image
 
-    try:
-        with Image.open(path) as image:
-            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                raise DataError(f"{path} has {image.mode} pixels; give 8-bit grey or RGB images")
-            return np.asarray(image.convert(mode))
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise DataError(f"{path} is not a readable image: {error}") from None
+    return np.asarray(open_image(path, mode))
 
 
 def read_image(path: Path, channels: int, size: tuple[int, int], what: str = "input") -> torch.Tensor:
@@ -179,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import load_checkpoint
 
     check_arguments(args)
+    check_output_folder(args.out)
+    check_out_spares_inputs(args)
     checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint.weight_set(args.weights)
     if checkpoint.parameterization != "consistency":
         raise ConfigError(
             f"{checkpoint.path} is a {checkpoint.config.train.method} model ({checkpoint.parameterization}); editing "
@@ -191,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
     check_task_fits_model(args.task, shape, args.factor)
     if checkpoint.num_classes > 0 and not (args.label is not None and 0 <= args.label < checkpoint.num_classes):
         raise ConfigError(f"the model is class-conditional: give --label between 0 and {checkpoint.num_classes - 1}")
+    if checkpoint.num_classes == 0 and args.label is not None:
+        raise ConfigError(f"--label applies to class-conditional models; {checkpoint.path} is unconditional")
     teacher = None
     if args.teacher is not None:
         teacher = load_checkpoint(args.teacher)

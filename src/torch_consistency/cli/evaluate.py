@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from .sample import add_checkpoint_arguments, int_list
+from .sample import add_checkpoint_arguments, counts, integer
 
 EXAMPLES = """
 examples:
@@ -34,11 +34,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--steps", type=int_list, default=[1, 2, 4], help="consistency steps to score (default 1,2,4)")
-    parser.add_argument("--teacher-steps", type=int_list, default=[18], help="teacher Karras levels (default 18)")
-    parser.add_argument("--num", type=int, default=None, help="samples per score (default 2000 vectors, 10000 images)")
+    parser.add_argument("--steps", type=counts(1), default=[1, 2, 4], help="consistency steps to score (default 1,2,4)")
+    parser.add_argument("--teacher-steps", type=counts(2), default=[18], help="teacher Karras levels (default 18)")
+    parser.add_argument("--num", type=integer(2), help="samples per score (default 2000 vectors, 10000 images)")
     parser.add_argument("--features", choices=("classifier", "inception"), default="classifier", help="image features")
     parser.add_argument("--inception-weights", type=Path, help="pytorch-fid, torch-fidelity or clean-fid weights")
+    parser.add_argument(
+        "--allow-torchscript", action="store_true",
+        help="run a TorchScript --inception-weights file (clean-fid's): TorchScript is code, so only for files from "
+        "a source you trust (state dicts need no flag)",
+    )  # fmt: skip
     parser.add_argument(
         "--cache",
         type=Path,
@@ -61,23 +66,53 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="find the best 2- and 3-step σ's (greedy ternary search) and store them in the checkpoint",
     )
+    parser.add_argument(
+        "--data-path", type=Path, metavar="PATH",
+        help="read the data from PATH instead of the checkpoint's data.path (needed when that points inside the "
+        "run folder: data that came with a run is read only when you name it)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..generate import sampling_guidance
-    from ..training.checkpoint import load_checkpoint
+    from ..files import check_output_folder
+    from ..training.checkpoint import load_checkpoint, received_data
 
-    if (args.num is not None and args.num < 2) or min(args.steps) < 1 or min(args.teacher_steps) < 1:
-        raise ConfigError("--num must be at least 2 and step counts at least 1")
+    check_output_folder(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
-    sampling_guidance(checkpoint.config, checkpoint.parameterization, checkpoint.num_classes, args.guidance)  # check
+    check_evaluation_options(args, checkpoint)
+    checkpoint.config.data = received_data(checkpoint.config, args.checkpoint, args.data_path)
     if len(checkpoint.sample_shape) == 3:
         from .evaluate_images import run_images
 
         return run_images(args, checkpoint)
     return run_vectors(args, checkpoint)
+
+
+def check_evaluation_options(args: argparse.Namespace, checkpoint) -> None:
+    """ConfigError for options that do not fit the checkpoint (checked before any data is read or model trained)."""
+    from ..errors import ConfigError
+    from ..files import check_output_folder
+    from ..generate import sampling_guidance
+
+    checkpoint.weight_set(args.weights)
+    sampling_guidance(checkpoint.config, checkpoint.parameterization, checkpoint.num_classes, args.guidance)
+    if len(checkpoint.sample_shape) != 3:
+        image_options = {"--features inception": args.features == "inception", "--inception-weights":
+                         args.inception_weights, "--reference-stats": args.reference_stats}  # fmt: skip
+        given = [name for name, value in image_options.items() if value]
+        if given:
+            raise ConfigError(f"{given[0]} applies to image checkpoints; {checkpoint.path} makes vectors")
+    else:
+        check_output_folder(args.cache, "--cache")
+        if args.num is not None and args.num < 4:
+            raise ConfigError(f"--num must be at least 4 for images (precision/recall: 3 neighbours), got {args.num}")
+    if args.features == "inception" and args.inception_weights is None:
+        raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
+    if args.features != "inception" and (args.inception_weights is not None or args.allow_torchscript):
+        raise ConfigError("--inception-weights and --allow-torchscript go with --features inception")
+    if args.search_sigmas and checkpoint.parameterization != "consistency":
+        raise ConfigError("--search-sigmas applies to consistency models on σ's, not teachers or sCM (TrigFlow)")
 
 
 def run_vectors(args: argparse.Namespace, checkpoint) -> int:

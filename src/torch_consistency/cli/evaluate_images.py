@@ -19,9 +19,7 @@ def build_extractor(
 ) -> FeatureExtractor:
     """Inception from the user's weights file, or the cached classifier of the checkpoint's labelled data."""
     if args.features == "inception":
-        if args.inception_weights is None:
-            raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
-        return inception_extractor(args.inception_weights, args.device)
+        return inception_extractor(args.inception_weights, args.device, allow_torchscript=args.allow_torchscript)
     return classifier_extractor(classifier or evaluation_classifier(args, checkpoint))
 
 
@@ -35,6 +33,30 @@ def evaluation_classifier(args: argparse.Namespace, checkpoint: Checkpoint) -> T
         raise ConfigError(f"{labelled.name} has no labels to train a feature classifier; use --features inception")
     print(f"evaluation classifier: training or loading from {args.cache} ...")
     return load_or_train_classifier(labelled, args.cache, progress=True)
+
+
+def feature_dim(args: argparse.Namespace) -> int:
+    """The dimension of the features `--features` gives, known from the architecture before anything is loaded."""
+    if args.features == "inception":
+        from ..evaluation.inception import FEATURES
+
+        return FEATURES
+    from ..evaluation.classifier import ClassifierSettings, ImageClassifier
+
+    return ImageClassifier(1, 1, ClassifierSettings().width).feature_dim
+
+
+def read_reference_stats(args: argparse.Namespace) -> FeatureStatistics | None:
+    """The user's --reference-stats, refused before any work when their dimension is not that of the features."""
+    if args.reference_stats is None:
+        return None
+    statistics = FeatureStatistics.load(args.reference_stats)
+    if statistics.dim != feature_dim(args):
+        raise ConfigError(
+            f"{args.reference_stats} holds {statistics.dim}-d statistics; --features {args.features} gives "
+            f"{feature_dim(args)}-d features"
+        )
+    return statistics
 
 
 def metrics_table(scores: list[ImageScore], metric: str) -> str:
@@ -53,6 +75,7 @@ def metrics_table(scores: list[ImageScore], metric: str) -> str:
 
 def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
     num = args.num or 10_000
+    statistics = read_reference_stats(args)
     data = checkpoint.config.data
     training = build_dataset(data)
     if data.holdout_fraction > 0:
@@ -62,13 +85,7 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
     classifier = evaluation_classifier(args, checkpoint) if checkpoint.num_classes > 0 else None
     extractor = build_extractor(args, checkpoint, classifier)
     reference_images = reference_data.to_float(reference_data.images)
-    if args.reference_stats is not None:  # e.g. EDM's or pytorch-fid's .npz (mu, sigma): FD only
-        statistics = FeatureStatistics.load(args.reference_stats)
-        if statistics.dim != extractor.dim:
-            raise ConfigError(
-                f"{args.reference_stats} holds {statistics.dim}-d statistics; {extractor.description} gives "
-                f"{extractor.dim}-d features"
-            )
+    if statistics is not None:  # e.g. EDM's or pytorch-fid's .npz (mu, sigma): FD only
         reference = Reference(None, statistics, str(args.reference_stats))
     else:
         reference = prepare_reference(extractor, reference_images, args.cache, reference_data.name)

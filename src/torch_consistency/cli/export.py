@@ -38,11 +38,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..files import check_output_folder
     from ..interop.diffusers import export_diffusers
     from ..training.checkpoint import load_checkpoint
 
+    check_output_folder(args.out, "OUT")
     checkpoint = load_checkpoint(args.checkpoint)
-    weights = args.weights or checkpoint.default_weights()
+    weights = checkpoint.weight_set(args.weights)
     out = export_diffusers(checkpoint, args.out, weights)
     print(f"{out} (diffusers ConsistencyModelPipeline from {checkpoint.path}, weights {weights})")
     return 0

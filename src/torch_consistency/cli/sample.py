@@ -2,12 +2,15 @@
 
 import argparse
 import itertools
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..devices import available_device
 from ..errors import ConfigError
-from ..files import atomic_path
+from ..files import atomic_path, check_output_folder
 from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
 from ..training.checkpoint import Checkpoint
 
@@ -25,25 +28,72 @@ examples:
 """
 
 
+def integer(minimum: int, maximum: int = 2**63 - 1) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            bound = f"at least {minimum}" if maximum == 2**63 - 1 else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+SEED = integer(0)  # seeds: [0, 2^63)
+
+
 def int_list(text: str) -> list[int]:
+    """An argparse type: one or more comma-separated integers."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def counts(minimum: int) -> Callable[[str], list[int]]:
+    """An argparse type: one or more comma-separated integers, each at least `minimum`."""
+
+    def parse(text: str) -> list[int]:
+        values = int_list(text)
+        if min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"each must be at least {minimum}, got {text!r}")
+        return values
+
+    return parse
 
 
 def float_list(text: str) -> list[float]:
+    """An argparse type: one or more comma-separated finite numbers."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more finite numbers, got {text!r}")
+    return values
+
+
+def device(text: str) -> str:
+    """An argparse type: a device this machine has (see devices.available_device); "auto" becomes cuda or cpu."""
+    try:
+        return str(available_device(text))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder, or a run folder (newest)")
     parser.add_argument("--weights", help="weight set: online, target or ema-RATE (default: the first EMA)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--seed", type=SEED, default=0, help="noise seed (default 0)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1, auto ... (default cpu)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -58,14 +108,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--num", type=int, default=2000, help="number of samples (default 2000)")
+    parser.add_argument("--num", type=integer(1), default=2000, help="number of samples (default 2000)")
     points = parser.add_mutually_exclusive_group()
-    points.add_argument("--steps", type=int, default=1, help="consistency sampling steps (default 1)")
+    points.add_argument("--steps", type=integer(1), help="consistency sampling steps (default 1)")
     points.add_argument("--sigmas", type=float_list, help="explicit decreasing σ's, e.g. 80,0.8")
     points.add_argument("--ts", type=int_list, help="openai's --ts indices, last = grid points − 1")
     points.add_argument("--timesteps", type=int_list, help="diffusers' timesteps (reversed grid indices)")
-    parser.add_argument("--grid-points", type=int, help="grid size for --ts/--timesteps (default: the training N)")
-    parser.add_argument("--teacher-steps", type=int, help="teacher: Karras levels before σ = 0 (default from config)")
+    parser.add_argument("--grid-points", type=integer(2), help="grid size for --ts/--timesteps (default: training N)")
+    parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
     parser.add_argument("--solver", choices=("euler", "heun", "dpmpp-2m"), help="teacher: ODE solver")
     add_conditioning_arguments(parser)
     parser.set_defaults(run=run)
@@ -100,9 +150,14 @@ def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[fl
     """The σ's chosen on the command line, or None for the default at --steps."""
     d = checkpoint.config.diffusion
     grid_points = args.grid_points or checkpoint.grid_points()
+    if args.sigmas is not None:
+        consistency, last = checkpoint.parameterization == "consistency", args.sigmas[-1]
+        too_low = last < d.sigma_min if consistency else last <= 0
+        if too_low or any(b >= a for a, b in itertools.pairwise(args.sigmas)):
+            low = f"at least σ_min = {d.sigma_min}" if consistency else "positive"
+            raise ConfigError(f"σ's must be strictly decreasing and {low}, got {args.sigmas}")
+        return args.sigmas
     try:
-        if args.sigmas is not None:
-            return args.sigmas
         if args.ts is not None:
             return sigmas_from_openai_ts(args.ts, grid_points, d.sigma_min, d.sigma_max, d.rho).tolist()
         if args.timesteps is not None:
@@ -114,17 +169,32 @@ def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[fl
     return None
 
 
+def check_sampling_options(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+    """ConfigError for a weight set the checkpoint lacks and for options that do not apply to its kind of model."""
+    checkpoint.weight_set(args.weights)
+    teacher = checkpoint.parameterization == "denoiser"
+    names = ("steps", "sigmas", "ts", "timesteps", "grid_points", "teacher_steps", "solver")
+    given = [name for name in names if getattr(args, name) is not None]
+    wrong = [name for name in given if (name in ("teacher_steps", "solver")) != teacher]
+    if wrong:
+        use = "--teacher-steps and --solver" if teacher else "--steps, --sigmas, --ts or --timesteps"
+        raise ConfigError(
+            f"--{wrong[0].replace('_', '-')} does not apply: {checkpoint.path} is a {checkpoint.config.train.method} "
+            f"model; use {use}"
+        )
+    if args.grid_points is not None and args.ts is None and args.timesteps is None:
+        raise ConfigError("--grid-points applies only with --ts or --timesteps")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import sample_checkpoint
     from ..evaluation.plots import save_samples_picture, to_uint8
     from ..training.checkpoint import load_checkpoint
 
-    if args.num < 1:
-        raise ConfigError(f"--num must be at least 1, got {args.num}")
+    check_output_folder(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
+    check_sampling_options(args, checkpoint)
     sigmas = sampling_sigmas(args, checkpoint)
-    if sigmas is not None and (any(b >= a for a, b in itertools.pairwise(sigmas)) or min(sigmas) <= 0):
-        raise ConfigError(f"σ's must be positive and strictly decreasing, got {sigmas}")
     generated = sample_checkpoint(
         checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
         solver=args.solver, labels=args.label, guidance=args.guidance, weights=args.weights, seed=args.seed,

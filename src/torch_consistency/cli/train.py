@@ -47,6 +47,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="override one config value, e.g. --set optim.lr=2e-4 (repeatable)",
     )  # fmt: skip
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder exactly")
+    parser.add_argument(
+        "--data-path", type=Path, metavar="PATH",
+        help="with --resume: read the data from PATH instead of the run's data.path (needed when that points inside "
+        "the run folder: data that came with a run is read only when you name it)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -56,15 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         if args.method or args.config or args.overrides or args.out:
-            raise ConfigError("--resume takes the run folder alone: its saved config is used unchanged")
-        if not (args.resume / "checkpoints").is_dir():
-            raise ConfigError(f"{args.resume} holds no checkpoints to resume from")
-        run_dir = train(None, args.resume, resume=True, progress=not args.no_progress)
+            raise ConfigError("--resume takes the run folder alone (or with --data-path): its saved config is used")
+        run_dir = train(None, args.resume, resume=True, progress=not args.no_progress, data_path=args.data_path)
     else:
+        if args.data_path is not None:
+            raise ConfigError("--data-path goes with --resume; a new run reads --set data.path=PATH")
         if args.method is None:
             raise ConfigError("name what to train: cm train {teacher,cd,ct} [CONFIG] --out RUN (or --resume RUN)")
         if args.out is None:
             raise ConfigError("--out RUN is required: the folder for checkpoints and logs")
+        if any(override.partition("=")[0].strip() == "train.method" for override in args.overrides):
+            raise ConfigError(f"train.method is the METHOD argument ({args.method}); do not --set it")
         path = config_path(args.config) if args.config is not None else None
         config = load_config(path, [f'train.method="{args.method}"', *args.overrides])
         run_dir = train(config, args.out, progress=not args.no_progress)

@@ -6,6 +6,7 @@ from .images import ImageDataset, colored, load_cifar10, load_digits, load_image
 from .toy import TOY_DATASETS, Distribution, toy_distribution
 
 IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder", "npz")
+PATH_DATASETS = ("mnist", "cifar10", "folder", "npz")  # read from data.path
 DATASETS = TOY_DATASETS + IMAGE_DATASETS
 Dataset = Distribution | ImageDataset
 
@@ -14,7 +15,7 @@ def build_dataset(config: DataConfig) -> Dataset:
     """The dataset described by `config` (raises DataError for missing or unreadable files)."""
     if config.name in TOY_DATASETS:
         return toy_distribution(config.name, config.dim, config.components, config.component_std)
-    if config.name != "digits" and not config.path:
+    if config.name in PATH_DATASETS and not config.path:
         raise DataError(f"data.path must name the {config.name} files")
     if config.name == "digits":
         dataset = load_digits()
@@ -34,4 +35,4 @@ def build_dataset(config: DataConfig) -> Dataset:
     return dataset
 
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "Dataset", "Distribution", "ImageDataset", "build_dataset"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "PATH_DATASETS", "Dataset", "Distribution", "ImageDataset", "build_dataset"]

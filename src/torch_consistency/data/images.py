@@ -1,22 +1,30 @@
 """Image datasets held in memory as uint8 (N, C, H, W) and served as float batches in [-1, 1].
 
 Sources: scikit-learn's digits (embedded, 8×8 grey), MNIST IDX files, CIFAR-10 python batches, any folder
-of images (recursive; resized and centre-cropped), and `.npz` arrays. Nothing is downloaded.
+of images (recursive; resized and centre-cropped), and `.npz` arrays. Nothing is downloaded, and nothing read
+can run code: CIFAR-10's pickles go through an unpickler that builds only plain data and numeric arrays,
+.npz files are read without pickles, and images are decoded only by PIL's raster formats (docs/security.md).
 """
 
 import gzip
+import io
+import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..seeding import STREAM_DATA, derive_seed, step_generator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# PIL picks a decoder by a file's content, not its name; these are the only ones it may use. (Its EPS decoder,
+# for one, runs Ghostscript on the file.)
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
 @dataclass
@@ -109,14 +117,16 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             data = handle.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"cannot read {path}: {error}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header is cut ({len(data)} bytes for {ndim} dimensions)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
+    if body.size != math.prod(shape):
         raise DataError(f"{path} is truncated: {body.size} values for shape {shape}")
     return body.reshape(shape)
 
@@ -150,6 +160,84 @@ def load_mnist(path: str | Path) -> ImageDataset:
     return ImageDataset("mnist", torch.from_numpy(images.copy())[:, None], labels)
 
 
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's ndarray rebuilder, wherever this NumPy keeps it
+
+
+PICKLE_GLOBALS: dict[tuple[str, str], object] = {  # the only names a CIFAR-10 pickle may use
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # as NumPy 1 (and CIFAR-10's files) name it
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # NumPy 2
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _NumericUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data (dicts, lists, tuples, bytes, str, numbers) and numpy arrays of numbers.
+
+    A pickle runs code by naming a callable (a "global") and calling it; this one knows only the numpy globals
+    that rebuild an ndarray (PICKLE_GLOBALS), so any other name is refused before anything is called.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not data (refused)")
+        return PICKLE_GLOBALS[module, name]
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("it refers to a persistent object, which is not data (refused)")
+
+
+PLAIN_TYPES = (dict, list, tuple, bytes, str, int, float, bool, type(None), np.ndarray)
+
+
+def load_plain_pickle(data: bytes) -> object:
+    """Unpickle `data` (Python 2 strings read as bytes) into plain data and numeric arrays only (_NumericUnpickler);
+    pickle.UnpicklingError for anything else."""
+    value = _NumericUnpickler(io.BytesIO(data), encoding="bytes").load()
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, PLAIN_TYPES):
+            raise pickle.UnpicklingError(f"it holds a {type(item).__name__}, which is not plain data")
+        if isinstance(item, np.ndarray) and (item.dtype.kind not in "biuf" or item.dtype.hasobject):
+            raise pickle.UnpicklingError(f"it holds an array of {item.dtype}, not of numbers")
+        if isinstance(item, dict):
+            pending.extend([*item.keys(), *item.values()])
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return value
+
+
+def _cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) of one CIFAR-10 python batch; DataError if it is not one."""
+    try:
+        batch = load_plain_pickle(file.read_bytes())
+    except OSError as error:
+        raise DataError(f"cannot read {file}: {error.strerror}") from None
+    except Exception as error:  # a broken pickle raises many kinds of errors; none of them runs code here
+        raise DataError(f"{file} is not a CIFAR-10 python batch: {first_line(error)}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{file} is not a CIFAR-10 python batch: it holds a {type(batch).__name__}, not a dict")
+    data, labels = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{file} is not a CIFAR-10 python batch: it needs data, a uint8 array of shape (N, 3072)")
+    labels = _labels(labels, len(data))
+    if labels is None:
+        raise DataError(f"{file} is not a CIFAR-10 python batch: it needs labels, a list of {len(data)} integers ≥ 0")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _labels(values: object, count: int) -> np.ndarray | None:
+    """`values` as int64 class labels if they are `count` integers in [0, 2³¹) (a list or an array), else None."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist() if values.dtype.kind in "iu" else None
+    if not (isinstance(values, list) and len(values) == count):
+        return None
+    if not all(type(v) is int and 0 <= v < 2**31 for v in values):
+        return None
+    return np.array(values, dtype=np.int64)
+
+
 def load_cifar10(path: str | Path, part: str = "train") -> ImageDataset:
     """CIFAR-10 from its python batches (data_batch_1…5 for train, test_batch for test) in folder `path`."""
     path = Path(path)
@@ -161,13 +249,9 @@ def load_cifar10(path: str | Path, part: str = "train") -> ImageDataset:
         file = path / name
         if not file.exists():
             raise DataError(f"{file} is missing: unpack cifar-10-python.tar.gz into {path}")
-        try:
-            with open(file, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
-            raise DataError(f"{file} is not a CIFAR-10 python batch: {error}") from None
+        batch_images, batch_labels = _cifar_batch(file)
+        images.append(batch_images)
+        labels.append(batch_labels)
     return ImageDataset("cifar10", torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
 
 
@@ -179,6 +263,20 @@ def _fit(image: Image.Image, resolution: int) -> Image.Image:
     width, height = image.size
     left, top = (width - resolution) // 2, (height - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution))
+
+
+def open_image(path: Path, mode: str) -> Image.Image:
+    """The image in `path` converted to `mode` (L or RGB), decoded only by a raster format of IMAGE_FORMATS;
+    DataError if it is not one or cannot be decoded."""
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as opened:
+            if opened.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                raise DataError(f"{path} has {opened.mode} pixels; give 8-bit grey or RGB images")
+            return opened.convert(mode)
+    except DataError:
+        raise
+    except Exception as error:  # PIL's decoders raise many kinds of errors on broken files; all mean "unreadable"
+        raise DataError(f"{path} is not a readable image: {first_line(error)}") from None
 
 
 def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) -> ImageDataset:
@@ -198,9 +296,8 @@ def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) 
     arrays, skipped, sizes = [], 0, set()
     for file in files:
         try:
-            with Image.open(file) as opened:
-                image = opened.convert("L" if channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            image = open_image(file, "L" if channels == 1 else "RGB")
+        except DataError:
             skipped += 1
             continue
         if resolution > 0:
@@ -218,31 +315,51 @@ def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) 
     return ImageDataset(f"folder:{path.name}", torch.from_numpy(np.stack(arrays)), None, skipped=skipped)
 
 
+IMAGE_KEYS, LABEL_KEYS = ("images", "arr_0", "x", "samples"), ("labels", "arr_1", "y")
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images and labels arrays of an .npz (or the one array of an .npy), read without unpickling."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # an .npy: the array itself
+            return loaded, None
+        with loaded:
+            key = next((k for k in IMAGE_KEYS if k in loaded), None)
+            if key is None:
+                raise DataError(f"{path} has no array named {', '.join(IMAGE_KEYS)} (it has {list(loaded)})")
+            labels = next((loaded[k] for k in LABEL_KEYS if k in loaded), None)
+            return loaded[key], labels
+    except DataError:
+        raise
+    except Exception as error:  # numpy and zipfile raise many kinds of errors on broken files; none runs code
+        raise DataError(f"{path} is not a readable .npz file: {first_line(error)}") from None
+
+
 def load_npz(path: str | Path) -> ImageDataset:
     """Images from an `.npz`: uint8 N×H×W×C (openai's layout) or N×C×H×W, or floats in [-1, 1]; labels optional."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"array file {path} does not exist")
-    try:
-        with np.load(path) as arrays:
-            key = next((k for k in ("images", "arr_0", "x", "samples") if k in arrays), None)
-            if key is None:
-                raise DataError(f"{path} has no array named images, arr_0, x or samples (it has {list(arrays)})")
-            images = arrays[key]
-            labels = next((arrays[k] for k in ("labels", "arr_1", "y") if k in arrays), None)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path} is not a readable .npz file: {error}") from None
+    images, labels = _read_arrays(path)
+    if images.dtype != np.uint8 and images.dtype.kind != "f":
+        raise DataError(f"{path}: images must be uint8 or floats in [-1, 1], not {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4:
+    if images.ndim != 4 or 0 in images.shape:
         raise DataError(f"{path}: expected a batch of images, got an array of shape {images.shape}")
     if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.transpose(0, 3, 1, 2)  # NHWC → NCHW
+    if images.shape[1] not in (1, 3):
+        raise DataError(f"{path}: images of shape {images.shape} have neither 1 nor 3 channels (NHWC or NCHW)")
     if images.dtype != np.uint8:
+        if not np.isfinite(images).all():
+            raise DataError(f"{path}: the images hold NaN or infinite values")
         images = np.clip(np.round((images.astype(np.float64) + 1) * 127.5), 0, 255).astype(np.uint8)
     label_tensor = None
     if labels is not None:
-        if labels.shape != (len(images),):
-            raise DataError(f"{path}: {labels.shape} labels for {len(images)} images")
-        label_tensor = torch.from_numpy(labels.astype(np.int64))
+        checked = _labels(labels, len(images))
+        if checked is None:
+            raise DataError(f"{path}: labels must be {len(images)} integers ≥ 0, got {labels.dtype} {labels.shape}")
+        label_tensor = torch.from_numpy(checked)
     return ImageDataset(f"npz:{path.name}", torch.from_numpy(np.ascontiguousarray(images)), label_tensor)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -199,7 +200,7 @@ def _read_cache(weights: Path, meta: Path, key: str) -> TrainedClassifier | None
             return None
         model = ImageClassifier(info["channels"], info["num_classes"], info["settings"]["width"])
         model.load_state_dict(load_file(weights))
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError):
         return None  # an unreadable or foreign entry is retrained and replaced
     return TrainedClassifier(model.eval(), float(info["accuracy"]), key, weights, False)
 

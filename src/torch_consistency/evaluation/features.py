@@ -45,12 +45,13 @@ class FeatureExtractor:
 
 
 def inception_extractor(
-    weights: str | Path, device: str | torch.device = "cpu", batch_size: int = 50
+    weights: str | Path, device: str | torch.device = "cpu", batch_size: int = 50, allow_torchscript: bool = False
 ) -> FeatureExtractor:
-    """Inception-v3 pool3 (2048-d) from a user-supplied weights file (see inception.SOURCES)."""
+    """Inception-v3 pool3 (2048-d) from a user-supplied weights file (see inception.SOURCES); TorchScript files
+    only with `allow_torchscript` (they are programs)."""
     from .inception import load_inception
 
-    network = load_inception(weights, device)
+    network = load_inception(weights, device, allow_torchscript)
     return FeatureExtractor("inception", network.description, network.dim, lambda x: network(as_float_images(x)),
                             batch_size)  # fmt: skip
 

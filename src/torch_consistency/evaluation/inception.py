@@ -300,12 +300,23 @@ def _load_torchscript(path: Path) -> nn.Module:
     return module
 
 
-def load_inception(path: str | Path, device: str | torch.device = "cpu") -> InceptionExtractor:
-    """The FID Inception-v3 from a weights file given by the user (never downloaded); kind found from its content."""
+def load_inception(
+    path: str | Path, device: str | torch.device = "cpu", allow_torchscript: bool = False
+) -> InceptionExtractor:
+    """The FID Inception-v3 from a weights file given by the user (never downloaded); kind found from its content.
+
+    A state dict is read by torch.load(weights_only=True), which builds tensors and never runs code. A TorchScript
+    file (clean-fid's) is a program: it is run only with `allow_torchscript`, for a file from a source you trust.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Inception weights {path} not found; download one of {SOURCES} yourself")
     if is_torchscript(path):
+        if not allow_torchscript:
+            raise CheckpointError(
+                f"{path} is TorchScript, a program rather than weights: it runs only with --allow-torchscript "
+                "(give it for a file from a source you trust, e.g. clean-fid's inception-2015-12-05.pt)"
+            )
         extractor = InceptionExtractor(_load_torchscript(path), f"Inception-v3 pool3 (TorchScript {path.name}), "
                                        f"input {PREPROCESSING}", True, device)  # fmt: skip
         extractor(torch.zeros(1, 3, SIZE, SIZE))  # a foreign TorchScript fails here, with one line

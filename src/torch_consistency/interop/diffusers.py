@@ -258,8 +258,13 @@ def _load_unet(folder: Path) -> UNet2DModel:
     name = _read_json(folder / "config.json").get("_class_name")
     if name != "UNet2DModel":
         raise CheckpointError(f"{folder}/config.json describes {name!r}; expected a UNet2DModel")
+    if not any(folder.glob("*.safetensors")):  # a .bin is a pickle: never read (docs/security.md)
+        raise CheckpointError(
+            f"{folder}: cannot load the UNet2DModel: no .safetensors weights; diffusers teachers are read from "
+            "safetensors only (a .bin is a pickle). If you trust it: UNet2DModel.from_pretrained(F).save_pretrained(F)"
+        )
     try:
-        return UNet2DModel.from_pretrained(folder)
+        return UNet2DModel.from_pretrained(folder, use_safetensors=True)
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
         raise CheckpointError(f"{folder}: cannot load the UNet2DModel: {_one_line(error)}") from None
 

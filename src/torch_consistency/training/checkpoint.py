@@ -9,9 +9,11 @@ Layout of a run folder:
         training_state.pt           optimizer state (tensors and numbers only)
 """
 
+import dataclasses
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, validate
-from ..errors import CheckpointError, ConfigError
+from ..config import Config, DataConfig, validate
+from ..data import PATH_DATASETS
+from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..files import fsync_path, write_json_atomic
 from ..nets import build_model
 from ..parameterization import Preconditioned
@@ -70,11 +73,16 @@ class Checkpoint:
         emas = [name for name in self.weights if name.startswith("ema-")]
         return emas[0] if emas else "online"
 
-    def build_model(self, weights: str | None = None) -> Preconditioned | TrigFlowModel:
-        """The saved model with the weight set `weights` loaded (default: `default_weights()`)."""
+    def weight_set(self, weights: str | None = None) -> str:
+        """The name of the weight set `weights` (default: `default_weights()`); CheckpointError if it is not saved."""
         weights = weights or self.default_weights()
         if weights not in self.weights:
             raise CheckpointError(f"{self.path} has no weights {weights!r}; it has {', '.join(self.weights)}")
+        return weights
+
+    def build_model(self, weights: str | None = None) -> Preconditioned | TrigFlowModel:
+        """The saved model with the weight set `weights` loaded (default: `default_weights()`)."""
+        weights = self.weight_set(weights)
         model = build_model(self.config, self.parameterization, self.sample_shape, self.num_classes)
         load_weights(model, self.weights[weights], f"{self.path} ({weights})")
         return model.eval()
@@ -154,13 +162,15 @@ def save_checkpoint(
 
 
 def store_sampling_sigmas(checkpoint: Checkpoint, found: dict[int, list[float]]) -> None:
-    """Record searched time points (steps → σ's) in the checkpoint's config, rewriting meta.json atomically."""
+    """Record searched time points (steps → σ's) in the checkpoint's config, rewriting meta.json atomically
+    (only its sampling.sigmas_N entries change)."""
     for steps, sigmas in found.items():
         setattr(checkpoint.config.sampling, f"sigmas_{steps}", [float(s) for s in sigmas])
     validate(checkpoint.config)
     meta_path = checkpoint.path / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["config"] = checkpoint.config.to_dict()
+    for steps in found:
+        meta["config"]["sampling"][f"sigmas_{steps}"] = getattr(checkpoint.config.sampling, f"sigmas_{steps}")
     write_json_atomic(meta_path, meta)
 
 
@@ -172,10 +182,38 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
+def run_folder(checkpoint_path: str | Path) -> Path:
+    """The run a checkpoint folder belongs to (RUN for RUN/checkpoints/step-N), else the folder itself."""
+    path = Path(checkpoint_path)
+    return path.parent.parent if path.parent.name == "checkpoints" else path
+
+
+def received_data(config: Config, source: str | Path, data_path: str | Path | None = None) -> DataConfig:
+    """The data a run or checkpoint received from `source` is read from: `data_path` when the user names it, else
+    the data.path of its config, announced on stdout and refused (DataError) when it points inside the run folder
+    itself: files that came with a run are read only when the user names them (docs/security.md)."""
+    data = config.data
+    if data.name not in PATH_DATASETS:
+        if data_path is not None:
+            raise ConfigError(f"--data-path applies to {', '.join(PATH_DATASETS)} data; {source} is on {data.name}")
+        return data
+    if data_path is not None:
+        return dataclasses.replace(data, path=str(data_path))
+    where, run = Path(data.path).resolve(), run_folder(source).resolve()
+    if where == run or run in where.parents:
+        raise DataError(
+            f"data.path of {source} points inside the run folder itself ({where}); data that comes with a run is "
+            f"read only when you name it: pass --data-path {where}"
+        )
+    print(f"reading {data.name} data from {where} (data.path in the config of {source}; --data-path to change)")
+    return data
+
+
 def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Checkpoint:
     """Load a checkpoint folder, or the newest readable checkpoint of a run folder.
 
-    A checkpoint that cannot be read (truncated, corrupt) is skipped in favour of the one before it.
+    A checkpoint that cannot be read (truncated, corrupt, a training state that does not load) is skipped in favour
+    of the one before it, saying so on stderr.
     """
     path = Path(path)
     if not path.exists():
@@ -188,26 +226,82 @@ def load_checkpoint(path: str | Path, with_training_state: bool = False) -> Chec
     errors = []
     for candidate in reversed(candidates):
         try:
-            return _load_one(candidate, with_training_state)
+            checkpoint = _load_one(candidate, with_training_state)
         except CheckpointError as error:
             errors.append(str(error))
+            continue
+        for skipped in errors:
+            print(f"skipped an unreadable checkpoint: {skipped}; using {candidate.name}", file=sys.stderr)
+        return checkpoint
     raise CheckpointError(f"no readable checkpoint in {path}: {errors[0]}")
 
 
-def _load_one(path: Path, with_training_state: bool) -> Checkpoint:
-    meta_path, weights_path = path / "meta.json", path / "weights.safetensors"
+def _read_meta(path: Path) -> dict[str, Any]:
+    """meta.json, checked key by key: CheckpointError for a foreign, newer, incomplete or mistyped one."""
+    meta_path = path / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a torch-consistency checkpoint (no meta.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise CheckpointError(f"{meta_path} is corrupt (not JSON)") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {meta_path}: {error.strerror}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torch-consistency checkpoint (meta.json has no format {FORMAT!r})")
+    version = meta.get("version")
+    if not _is_count(version) or version < 1:
+        raise CheckpointError(f"{meta_path} has no valid format version: {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written in checkpoint format {version} by a newer torch-consistency; this one reads "
+            f"format {FORMAT_VERSION}: upgrade torch-consistency"
+        )
+    shape, weights = meta.get("sample_shape"), meta.get("weights")
+    checks = {
+        "step": _is_count(meta.get("step")),
+        "config": isinstance(meta.get("config"), dict),
+        "sample_shape": isinstance(shape, list) and len(shape) in (1, 3) and all(_is_count(n) and n > 0 for n in shape),
+        "num_classes": _is_count(meta.get("num_classes")),
+        "weights": isinstance(weights, list) and len(weights) > 0 and all(isinstance(w, str) for w in weights)
+        and len(set(weights)) == len(weights),
+        "extra": isinstance(meta.get("extra", {}), dict),
+    }  # fmt: skip
+    wrong = [key for key, ok in checks.items() if not ok]
+    if wrong:
+        raise CheckpointError(f"{meta_path} lacks or mistypes {', '.join(wrong)}: it is incomplete or damaged")
+    return meta
+
+
+def _is_count(value: object) -> bool:
+    """An integer ≥ 0 (JSON's true and false are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_training_state(path: Path) -> dict[str, Any]:
+    """training_state.pt through torch.load(weights_only=True): tensors, numbers and containers, never objects."""
+    file = path / "training_state.pt"
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing") from None
+    except Exception as error:  # torch raises many kinds on corrupt or foreign files (UnpicklingError, RuntimeError…)
+        raise CheckpointError(f"{file} is corrupt or not a training state: {first_line(error)[:200]}") from None
+    optimizer = state.get("optimizer") if isinstance(state, dict) else None
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if not (isinstance(groups, list) and isinstance(optimizer.get("state"), dict)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)):  # fmt: skip
+        raise CheckpointError(f"{file} holds no optimizer state (state and param_groups)")
+    return state
+
+
+def _load_one(path: Path, with_training_state: bool) -> Checkpoint:
+    meta = _read_meta(path)
+    meta_path, weights_path = path / "meta.json", path / "weights.safetensors"
     try:
         config = Config.from_dict(meta["config"])
         validate(config)
-    except (ConfigError, KeyError) as error:
+    except ConfigError as error:
         raise CheckpointError(f"{meta_path} holds an invalid config: {error}") from None
     try:
         flat = load_file(weights_path)
@@ -223,16 +317,13 @@ def _load_one(path: Path, with_training_state: bool) -> Checkpoint:
         weights[name][rest] = tensor
     extra = dict(meta.get("extra", {}))
     if with_training_state:
-        try:
-            extra["training_state"] = torch.load(path / "training_state.pt", weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError, OSError) as error:
-            raise CheckpointError(f"{path}/training_state.pt is missing or corrupt: {error}") from None
+        extra["training_state"] = _read_training_state(path)
     return Checkpoint(
         path=path,
-        step=int(meta["step"]),
+        step=meta["step"],
         config=config,
         sample_shape=tuple(meta["sample_shape"]),
-        num_classes=int(meta["num_classes"]),
+        num_classes=meta["num_classes"],
         weights=weights,
         extra=extra,
     )

@@ -7,6 +7,15 @@ from typing import Any
 from ..errors import ConfigError
 
 
+def summary_writer() -> type:
+    """TensorBoard's SummaryWriter, or a ConfigError when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
 class RunLog:
     """Appends step records to log.jsonl (and TensorBoard); on resume, drops the lines of steps to be redone."""
 
@@ -14,19 +23,13 @@ class RunLog:
         self.path = run_dir / "log.jsonl"
         if resume_step is not None and self.path.exists():
             kept = []
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_text(errors="replace").splitlines():  # damaged lines are dropped below
                 step = _step(line)
                 if step is not None and step <= resume_step:
                     kept.append(line + "\n")
             self.path.write_text("".join(kept))
         self.file = open(self.path, "a")
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError("train.tensorboard needs the tensorboard package: pip install tensorboard") from None
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.writer = summary_writer()(str(run_dir / "tensorboard")) if tensorboard else None
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")

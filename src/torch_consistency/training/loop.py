@@ -5,6 +5,7 @@ the device RNG (dropout). A resumed run therefore continues exactly, and a run o
 the same global batch as one process.
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -12,36 +13,98 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, validate
 from ..data import build_dataset
-from ..errors import ConfigError
-from ..files import write_json_atomic
+from ..devices import available_device
+from ..errors import CheckpointError, ConfigError
+from ..files import check_output_folder, write_json_atomic
 from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
-from .checkpoint import Checkpoint, load_checkpoint, load_network_weights, load_weights, save_checkpoint
-from .logs import RunLog
-from .methods import build_method, load_teacher, needs_teacher, student_config, student_initial_weights
+from .checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_network_weights,
+    load_weights,
+    received_data,
+    save_checkpoint,
+)
+from .logs import RunLog, summary_writer
+from .methods import build_method, load_teacher, needs_teacher, student_config, student_initial_weights, teacher_key
 from .trainer import Trainer, learning_rate
 
 
-def train(config: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train `config` into `run_dir`; with `resume`, continue from its newest readable checkpoint and its config."""
-    run_dir = Path(run_dir)
-    checkpoint = load_checkpoint(run_dir, with_training_state=True) if resume else None
-    if checkpoint is not None:
-        config = checkpoint.config
-    elif (run_dir / "checkpoints").exists():
+def train(
+    config: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
+    data_path: str | Path | None = None,
+) -> Path:  # fmt: skip
+    """Train `config` into `run_dir`; with `resume`, continue from its newest readable checkpoint and its config
+    (reading the data from `data_path` instead of the saved data.path when given, see `received_data`).
+
+    Everything is checked before the first file is written: the config, the folder, the device, the data, the
+    teacher and that the network fits the data.
+    """
+    run_dir = check_output_folder(run_dir, "the run folder")
+    checkpoint = None
+    if resume:
+        checkpoint, config = _resume_point(run_dir)
+        config.data = received_data(config, run_dir, data_path)
+        if needs_teacher(config, checkpoint is not None):
+            key = teacher_key(config)
+            print(f"loading the teacher {getattr(config, key.split('.')[0]).teacher} ({key} of {run_dir})")
+    elif holds_run(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; resume it or choose a new folder")
+    available_device(config.train.device, "train.device")
+    if config.train.tensorboard:
+        summary_writer()
     place = distributed.setup(config.train.device)
     try:
-        return _train(config, checkpoint, run_dir, progress, place)
+        return _train(config, checkpoint, run_dir, progress, place, restart=resume and checkpoint is None)
     finally:
         distributed.teardown(place)
 
 
+def holds_run(run_dir: Path) -> bool:
+    """Whether a folder holds (the start of) a run: its config, its log or its checkpoints."""
+    return any((run_dir / name).exists() for name in ("config.json", "log.jsonl", "checkpoints"))
+
+
+def _resume_point(run_dir: Path) -> tuple[Checkpoint | None, Config]:
+    """The newest readable checkpoint and its config; or, for a run stopped before its first checkpoint was
+    complete, None and the run's config.json (the run starts again from step 0, which gives the same result)."""
+    if list_checkpoints(run_dir):
+        checkpoint = load_checkpoint(run_dir, with_training_state=True)
+        return checkpoint, checkpoint.config
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir} is not a run to resume: it holds neither checkpoints nor config.json")
+    try:
+        config = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+        validate(config)
+    except (ValueError, OSError, RecursionError) as error:  # ConfigError is a ValueError, as is JSON's error
+        raise CheckpointError(f"{run_dir / 'config.json'} is not a readable config: {error}") from None
+    print(f"{run_dir} has no complete checkpoint (the run stopped before or while writing its first one): "
+          "starting it again from step 0 with its config.json")  # fmt: skip
+    return None, config
+
+
+def _check_network_fits(config: Config, sample_shape: tuple[int, ...]) -> None:
+    """ConfigError when the U-Net preset cannot take images of this size (each level halves it)."""
+    if config.network.kind != "unet":
+        return
+    from ..nets.unet import UNET_PRESETS
+
+    factor = 2 ** (len(UNET_PRESETS[config.network.preset]["block_out_channels"]) - 1)
+    if any(size % factor for size in sample_shape[1:]):
+        raise ConfigError(
+            f"the U-Net preset {config.network.preset!r} needs image sizes divisible by {factor}; the data has "
+            f"{sample_shape[1]}×{sample_shape[2]} (set data.resolution, or choose another preset)"
+        )
+
+
 def _train(
-    config: Config, checkpoint: Checkpoint | None, run_dir: Path, progress: bool, place: distributed.Distributed
-) -> Path:
+    config: Config, checkpoint: Checkpoint | None, run_dir: Path, progress: bool, place: distributed.Distributed,
+    restart: bool,
+) -> Path:  # fmt: skip
     t, device, batch = config.train, place.device, config.optim.batch_size
     if batch % place.world_size:
         raise ConfigError(f"optim.batch_size {batch} is not divisible by {place.world_size} ranks")
@@ -51,6 +114,7 @@ def _train(
     teacher = load_teacher(config, dataset, device) if needs_teacher(config, checkpoint is not None) else None
     if teacher is not None:
         config = student_config(config, teacher)
+    _check_network_fits(config, dataset.sample_shape)
     num_classes = dataset.num_classes if config.network.class_conditional else 0
     if config.network.class_conditional and num_classes == 0:
         raise ConfigError(f"network.class_conditional needs labelled data; {config.data.name} has no labels")
@@ -62,8 +126,13 @@ def _train(
     start = 0
     if checkpoint is not None:
         for name, module in trainer.modules().items():
-            load_weights(module, checkpoint.weights[name], f"{checkpoint.path} ({name})")
-        trainer.optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
+            load_weights(module, checkpoint.weights.get(name, {}), f"{checkpoint.path} ({name})")
+        try:
+            trainer.optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{checkpoint.path}/training_state.pt does not fit this run's optimizer: {error}"
+            ) from None
         start = checkpoint.step
     else:
         if teacher is not None and teacher.initial_weights is not None:
@@ -80,7 +149,7 @@ def _train(
 
     shard = place.shard(batch)
     memory_format = torch.channels_last if len(dataset.sample_shape) == 3 else torch.contiguous_format
-    log = RunLog(run_dir, start if checkpoint else None, t.tensorboard) if place.is_main else None
+    log = RunLog(run_dir, start if checkpoint or restart else None, t.tensorboard) if place.is_main else None
     bar = tqdm(total=t.total_steps, initial=start, disable=not (progress and place.is_main), desc=t.method)
     try:
         for step in range(start, t.total_steps):

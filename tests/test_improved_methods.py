@@ -20,7 +20,7 @@ from torch_consistency.nets import build_model
 from torch_consistency.nets.mlp import MLP
 from torch_consistency.parameterization import Preconditioned
 from torch_consistency.schedules import ect_second_point, ict_num_points, tangent_warmup
-from torch_consistency.sigmas import karras_sigmas, lognormal_pair_probabilities
+from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 from torch_consistency.training.methods import build_method
@@ -36,6 +36,7 @@ from torch_consistency.trigflow import (
     trigflow_time,
     velocity_tangent,
 )
+from written_out import ict_pair_probabilities
 
 SIGMA_DATA = 0.5
 
@@ -68,7 +69,9 @@ def test_ict_draws_pairs_from_the_discrete_lognormal():
     p = method.probabilities(4000)  # N = 161
     assert len(p) == 160 and p.sum().item() == pytest.approx(1.0, abs=1e-6)
     grid = karras_sigmas(161, 0.002, 80.0, 7.0)
-    assert torch.allclose(p.double(), lognormal_pair_probabilities(grid, -1.1, 2.0), atol=1e-7)
+    assert torch.allclose(
+        p.double(), torch.tensor(ict_pair_probabilities(161, -1.1, 2.0), dtype=torch.float64), atol=1e-7
+    )
     density = p.double() / (grid[:-1].log() - grid[1:].log())  # mass per unit of ln σ peaks at exp(P_mean)
     mode = int(density.argmax())
     assert grid[mode + 1].item() <= math.exp(-1.1) * 1.1 and grid[mode].item() >= math.exp(-1.1) / 1.1

@@ -304,6 +304,7 @@ def method_overrides(name, teacher_run):
     }[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ict", "ect", "sct", "scd", "scd-teacher"])
 def test_trains_resumes_exactly_and_samples(tmp_path, teacher_run, name):
     config = tiny_config(*method_overrides(name, teacher_run))
@@ -347,6 +348,7 @@ def test_trains_resumes_exactly_and_samples(tmp_path, teacher_run, name):
         assert np.isfinite(samples["samples"]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ect", "scm"])
 def test_the_student_starts_from_the_teachers_weights(tmp_path, teacher_run, method):
     overrides = ["scm.mode=scd", f"scm.teacher={teacher_run}"] if method == "scm" else [f"ect.teacher={teacher_run}"]
@@ -359,6 +361,7 @@ def test_the_student_starts_from_the_teachers_weights(tmp_path, teacher_run, met
         assert torch.allclose(student.weights["online"][key], tensor, atol=1e-8), key
 
 
+@pytest.mark.slow
 def test_bf16_scm_steps_are_finite(tmp_path):
     for jvp_fp32 in ("true", "false"):
         config = tiny_config(
@@ -369,6 +372,7 @@ def test_bf16_scm_steps_are_finite(tmp_path):
         assert all(math.isfinite(value) for value in losses(tmp_path / jvp_fp32))
 
 
+@pytest.mark.slow
 def test_bf16_scm_steps_on_a_unet_are_finite(tmp_path):
     config = tiny_config(
         "train.method=scm", "train.precision=bf16", "data.name=digits", "network.kind=unet", "network.preset=tiny",

@@ -17,3 +17,12 @@ TINY = [
 def tiny_config(*overrides: str):
     """A tiny MLP on eight Gaussians; `overrides` are --set strings."""
     return load_config(None, [*TINY, *overrides])
+
+
+def raises_exactly(kind: type[Exception], message: str):
+    """pytest.raises for exactly this message (the whole of it, not a part)."""
+    import re
+
+    import pytest
+
+    return pytest.raises(kind, match=f"^{re.escape(message)}$")

@@ -112,6 +112,45 @@ def test_scm_times_follow_the_lognormal_of_tan_t():
     assert stats.kstest(tau, "norm", args=(-0.7, 1.4)).pvalue < 1e-6  # the test can tell P_std apart
 
 
+ALL_METHODS = {
+    "teacher": ["train.method=teacher"],
+    "cd": ["train.method=cd", "cd.teacher=exact", "cd.num_points=9", "cd.target_ema=0.9"],
+    "ct": ["train.method=ct", "ct.s0=2", "ct.s1=20"],
+    "ict": ["train.method=ict", "ict.s0=5", "ict.s1=20"],
+    "ect": ["train.method=ect", "ect.stage_steps=10"],
+    "scm": ["train.method=scm", "scm.tangent_warmup_steps=20"],
+}
+
+
+@pytest.mark.parametrize("name", list(ALL_METHODS))
+def test_draws_are_a_function_of_the_generator_alone(name):
+    """Every random number of step k comes from the step's generator, not the global RNG (resume, ranks)."""
+    method = method_for(*ALL_METHODS[name])
+    torch.manual_seed(1)
+    first = draws_of(method, 5, 64, seed=3)
+    torch.manual_seed(2)
+    again = draws_of(method, 5, 64, seed=3)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    other = draws_of(method, 5, 64, seed=4)
+    assert not torch.equal(first["noise"], other["noise"])
+
+
+def test_logged_values_and_target_rates():
+    """What each method logs at step k and the θ⁻ rate it asks for (0: θ⁻ = stopgrad θ)."""
+    methods = {name: method_for(*overrides) for name, overrides in ALL_METHODS.items()}
+    k = 30  # of 40
+    assert methods["teacher"].log_values(k) == {} and methods["teacher"].target_rate(k) == 0.0
+    assert methods["cd"].log_values(k) == {"N": 9, "mu": 0.9} and methods["cd"].target_rate(k) == 0.9
+    m = ct_scale(k, 40, 2, 20)
+    assert methods["ct"].log_values(k) == {"N": m + 1, "mu": pytest.approx(math.exp(2 * math.log(0.9) / m))}
+    assert methods["ict"].log_values(k) == {"N": ict_num_points(k, 40, 5, 20)} == {"N": 21}
+    assert methods["ict"].num_points(0) == 6
+    assert methods["ect"].log_values(k) == {"stage": 3}
+    assert methods["scm"].log_values(k) == {"r": 1.0} and methods["scm"].log_values(5) == {"r": 0.25}
+    for name in ("ict", "ect", "scm"):
+        assert methods[name].target_rate(k) == 0.0 and not methods[name].uses_target
+
+
 # ---- the teacher step of CD --------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import torch
 
 from helpers import tiny_config
 from torch_consistency.training.methods import Teacher, build_method
-from torch_consistency.training.trainer import Trainer
+from torch_consistency.training.trainer import Trainer, build_optimizer, learning_rate
 from written_out import (
     SIGMA_DATA,
     SIGMA_MAX,
@@ -301,3 +301,67 @@ def test_gradients_are_clipped_to_the_total_norm_before_the_update():
     assert result.grad_norm.item() == pytest.approx(norm, rel=1e-6)
     for new, old, gradient in zip(trainer.model.parameters(), theta.parameters(), gradients, strict=True):
         assert close(new - old, -0.01 * gradient * 0.01 / norm)
+
+
+def test_averages_are_frozen_copies_saved_under_their_names():
+    trainer = make_trainer("train.method=cd", "cd.teacher=exact", "cd.target_ema=0.9")
+    assert set(trainer.modules()) == {"online", "target", "ema-0.1", "ema-0.999"}
+    for name, module in trainer.modules().items():
+        assert all(p.requires_grad == (name == "online") for p in module.parameters()), name
+    trainer = make_trainer("train.method=ict")  # θ⁻ = stopgrad θ: no target weights to keep or reset
+    assert set(trainer.modules()) == {"online", "ema-0.1", "ema-0.999"}
+    trainer.reset_averages()
+    for p, q in zip(trainer.emas[0.1].parameters(), trainer.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("kind", ["radam", "adam"])
+def test_the_optimizer_is_the_configured_one_with_its_settings(kind):
+    config = tiny_config(f"optim.optimizer={kind}", "optim.lr=0.003", "optim.beta1=0.8", "optim.beta2=0.95",
+                         "optim.weight_decay=0.01")  # fmt: skip
+    optimizer = build_optimizer(config, [torch.nn.Parameter(torch.zeros(2))])
+    assert type(optimizer) is {"radam": torch.optim.RAdam, "adam": torch.optim.Adam}[kind]
+    assert optimizer.defaults["lr"] == 0.003 and optimizer.defaults["betas"] == (0.8, 0.95)
+    assert optimizer.defaults["weight_decay"] == 0.01
+
+
+def test_learning_rate_warms_up_linearly_then_stays():
+    config = tiny_config("optim.lr=0.01", "optim.warmup_steps=4")
+    assert [learning_rate(config, k) for k in range(7)] == pytest.approx(
+        [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01]
+    )
+    assert learning_rate(tiny_config("optim.lr=0.01"), 0) == 0.01
+
+
+def test_bf16_precision_runs_the_loss_under_cpu_autocast():
+    with make_trainer("train.method=teacher").autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with make_trainer("train.method=teacher", "train.precision=bf16").autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_a_class_conditional_step_passes_the_labels_to_both_passes():
+    """CT with θ⁻ ≠ θ on a class-conditional network: the loss written out with the labels in both passes."""
+    config = tiny_config("optim.lr=0.01", "train.method=ct", "ct.s0=2", "ct.s1=20", "network.class_conditional=true")
+    torch.manual_seed(0)
+    trainer = Trainer.create(config, build_method(config, None), (2,), 3, torch.device("cpu"))
+    with torch.no_grad():
+        for module in trainer.modules().values():
+            module.double()
+        for p in trainer.target.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    step = 25
+    x0, draws = batch_and_draws(trainer, step)
+    labels = torch.arange(BATCH) % 3
+
+    def hand(labels):
+        n = ct_scale(step, TOTAL_STEPS, 2, 20) + 1
+        sigma, sigma_next = grid_pair(draws["index"], n)
+        online = trainer.model(x0 + sigma[:, None] * draws["noise"], sigma, labels)
+        with torch.no_grad():
+            target_out = trainer.target(x0 + sigma_next[:, None] * draws["noise"], sigma_next, labels)
+        return ((online - target_out) ** 2).mean(1).mean().item()
+
+    expected, other = hand(labels), hand((labels + 1) % 3)
+    assert abs(expected - other) > 1e-3 * expected
+    assert trainer.step(step, x0, labels, draws).loss.item() == pytest.approx(expected, rel=1e-9)

@@ -150,20 +150,21 @@ def test_unknown_distance_and_weighting_messages():
         consistency_weight("x", sigma, sigma, 0.5)
 
 
-def test_ect_row_with_r_equal_to_sigma_min_goes_through_the_network():
-    """r ≥ σ_min is evaluated (f(x, σ_min) = x + σ_min·z for a boundary-exact f), only r < σ_min becomes x0 (§9)."""
+def test_ect_rows_at_and_below_sigma_min():
+    """r ≥ σ_min is evaluated (f(x, σ_min) = x for a boundary-exact f) with the gap t − r; r < σ_min counts as r = 0:
+    the target is x0 and the gap t (§9)."""
     x0, noise = torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
     t, r = torch.full((2,), 0.5, dtype=torch.float64), torch.tensor([0.002, 0.001], dtype=torch.float64)
 
     def identity(x, sigma):
         return x
 
-    def constant(x, sigma):  # the online network outputs x0 = 0
-        return torch.zeros_like(x)
+    def offset(x, sigma):  # the online network outputs x0 + 1
+        return torch.ones_like(x)
 
-    loss = ect_loss(constant, identity, x0, noise, t, r, 0.002, 0.0)
-    assert loss[0].item() == pytest.approx(0.002 * math.sqrt(3) / (0.5 - 0.002), rel=1e-12)
-    assert loss[1].item() == 0.0
+    loss = ect_loss(offset, identity, x0, noise, t, r, 0.002, 0.0)
+    assert loss[0].item() == pytest.approx((1 - 0.002) * math.sqrt(3) / (0.5 - 0.002), rel=1e-12)
+    assert loss[1].item() == pytest.approx(math.sqrt(3) / 0.5, rel=1e-12)
 
 
 # ---- parameterization (§2) ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch_consistency.editing import (
     edit,
     patch_mean_matrix,
 )
-from torch_consistency.editing.algorithm import check_sigmas
+from torch_consistency.editing.algorithm import check_sigmas, default_edit_sigmas
 from torch_consistency.errors import ConfigError, DataError
 from torch_consistency.gaussian import GaussianMixture, gaussian_consistency_function
 from torch_consistency.nets import build_model
@@ -84,7 +84,7 @@ def test_ect_stage_and_tangent_warmup_at_their_first_steps():
     ("ts", "message"),
     [
         ([39], "--ts needs at least two indices: the evaluated ones and the end marker steps-1"),
-        ([0, 22], "the last --ts index must be steps-1 = 39 (the end marker), got 22"),
+        ([0, 10, 22], "the last --ts index must be steps-1 = 39 (the end marker), got 22"),
         ([0, 22, 22, 39], "--ts indices must be increasing and non-negative, got [0, 22, 22, 39]"),
         ([-1, 22, 39], "--ts indices must be increasing and non-negative, got [-1, 22, 39]"),
     ],
@@ -402,6 +402,13 @@ def test_projection_keeps_given_coefficients_and_accepts_a_full_shape_mask():
     basis = ChannelMixing(colorization_matrix())
     y = torch.randn(1, 3, 2, 2, dtype=torch.float64)
     assert torch.allclose(basis.inverse(basis.forward(y)), y, atol=1e-12)
+
+
+def test_default_edit_time_points():
+    """The first `steps` points of a Karras grid of steps + 1, 40 by default (§6, §7)."""
+    assert default_edit_sigmas(0.002, 80.0, 7.0, steps=3) == pytest.approx(karras([0, 1, 2], 4).tolist(), rel=1e-14)
+    levels = default_edit_sigmas(0.002, 80.0, 7.0)
+    assert len(levels) == 40 and levels == pytest.approx(karras(torch.arange(40), 41).tolist(), rel=1e-14)
 
 
 def test_time_point_checks():

@@ -3,10 +3,13 @@ when it is loaded, what the student inherits, and the teacher loaded from 'exact
 
 import pytest
 import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from helpers import raises_exactly, tiny_config
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError, ConfigError
+from torch_consistency.nets.unet import UNET_PRESETS, UNet
+from torch_consistency.parameterization import Preconditioned
 from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.improved import (
     ContinuousTimeConsistency,
@@ -129,3 +132,26 @@ def test_build_method_names_each_method():
         build_method(tiny_config("train.method=cd", "cd.teacher=exact"), None)
     with raises_exactly(AssertionError, "sCD needs a teacher"):
         build_method(tiny_config("train.method=scm", "scm.mode=scd", "scm.teacher=exact"), None)
+
+
+def test_teacher_from_diffusers_folders(tmp_path):
+    """A bare UNet2DModel is F_θ of an EDM denoiser with the config's σ_d; the student takes its preset and weights.
+    A DDPM pipeline's ε-network has another parameterization: no student config, no initial weights."""
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, **UNET_PRESETS["tiny"]).eval()
+    unet.save_pretrained(tmp_path / "unet")
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "ddpm")
+    images = ["data.name=digits", "network.kind=unet", "network.preset=small", "train.method=cd"]
+    config = tiny_config(*images, f"cd.teacher={tmp_path / 'unet'}", "diffusion.sigma_data=0.6")
+    teacher = load_teacher(config, build_dataset(config.data), CPU)
+    reference = Preconditioned(UNet(unet), "denoiser", 0.6, 0.002, "openai")  # D = c_skip·x + c_out·F (§2)
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 20.0])
+    with torch.no_grad():
+        assert torch.allclose(teacher.denoiser(x, sigma), reference(x, sigma), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in teacher.denoiser.parameters())
+    assert teacher.config.network.preset == "tiny" and teacher.config.diffusion.noise_conditioning == "openai"
+    assert tuple(teacher.sample_shape) == (1, 8, 8)
+    assert teacher.initial_weights.keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in teacher.initial_weights.items())
+    config = tiny_config(*images, f"cd.teacher={tmp_path / 'ddpm'}")
+    teacher = load_teacher(config, build_dataset(config.data), CPU)
+    assert teacher.config is None and teacher.initial_weights is None and tuple(teacher.sample_shape) == (1, 8, 8)

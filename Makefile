@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean mutation
 
 # The last step installs the `reference` extra of pyproject.toml beside the venv, in .venv/reference (why: see
 # there). Exact pins and --no-deps: only those wheels, torch untouched, so no pip constraint applies to that step.
@@ -28,6 +28,13 @@ test: $(BIN)/cm
 lint: $(BIN)/cm
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
+
+# Mutation testing of the mathematical core against the fast unit tests ([tool.mutmut] in pyproject.toml). Slow
+# (hours on 2 cores), so not part of `make test` or CI; the report is docs/results/mutation/README.md.
+mutation: $(BIN)/cm
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 2
+	$(BIN)/python docs/results/mutation/summarize.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -32,3 +32,12 @@ def untrained_checkpoint(folder, sample_shape=(2,), *overrides: str, step: int =
     state = {"optimizer": {"state": {}, "param_groups": []}}
     save_checkpoint(folder, step, config, sample_shape, 0, modules, state, keep=5)
     return folder
+
+
+def raises_exactly(kind: type[Exception], message: str):
+    """pytest.raises for exactly this message (the whole of it, not a part)."""
+    import re
+
+    import pytest
+
+    return pytest.raises(kind, match=f"^{re.escape(message)}$")

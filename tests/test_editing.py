@@ -340,6 +340,7 @@ def read_png(path):
     return np.asarray(Image.open(path)).astype(np.int64)
 
 
+@pytest.mark.slow
 def test_cli_inpaints_a_folder_in_batches_with_a_teacher_baseline(tmp_path, models):
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c"):
@@ -360,6 +361,7 @@ def test_cli_inpaints_a_folder_in_batches_with_a_teacher_baseline(tmp_path, mode
     assert summary["nfe"] == 2 and summary["teacher"]["nfe"] == 5
 
 
+@pytest.mark.slow
 def test_cli_super_resolves_and_colorizes_keeping_the_known_part(tmp_path, models):
     """At t = σ_min the consistency function is the identity, so the PNGs show the kept part up to rounding."""
     low = np.random.default_rng(1).integers(30, 226, (4, 4))
@@ -377,6 +379,7 @@ def test_cli_super_resolves_and_colorizes_keeping_the_known_part(tmp_path, model
     assert rgb.shape == (8, 8, 3) and np.abs(rgb @ np.array(LUMINANCE) - read_png(tmp_path / "grey.png")).max() <= 1
 
 
+@pytest.mark.slow
 def test_cli_interpolates_between_two_noises(tmp_path, models):
     result = cm_edit("interpolate", "--checkpoint", models["rgb"], "--seed2", 1, "--num", 2, "--alphas", "0,0.5,1",
                      "--out", tmp_path / "out")  # fmt: skip
@@ -386,6 +389,7 @@ def test_cli_interpolates_between_two_noises(tmp_path, models):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "fragment"),
     [

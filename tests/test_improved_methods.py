@@ -20,7 +20,7 @@ from torch_consistency.nets import build_model
 from torch_consistency.nets.mlp import MLP
 from torch_consistency.parameterization import Preconditioned
 from torch_consistency.schedules import ect_second_point, ict_num_points, tangent_warmup
-from torch_consistency.sigmas import karras_sigmas, lognormal_pair_probabilities
+from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 from torch_consistency.training.methods import build_method
@@ -36,6 +36,7 @@ from torch_consistency.trigflow import (
     trigflow_time,
     velocity_tangent,
 )
+from written_out import ict_pair_probabilities
 
 SIGMA_DATA = 0.5
 
@@ -68,7 +69,9 @@ def test_ict_draws_pairs_from_the_discrete_lognormal():
     p = method.probabilities(4000)  # N = 161
     assert len(p) == 160 and p.sum().item() == pytest.approx(1.0, abs=1e-6)
     grid = karras_sigmas(161, 0.002, 80.0, 7.0)
-    assert torch.allclose(p.double(), lognormal_pair_probabilities(grid, -1.1, 2.0), atol=1e-7)
+    assert torch.allclose(
+        p.double(), torch.tensor(ict_pair_probabilities(161, -1.1, 2.0), dtype=torch.float64), atol=1e-7
+    )
     density = p.double() / (grid[:-1].log() - grid[1:].log())  # mass per unit of ln σ peaks at exp(P_mean)
     mode = int(density.argmax())
     assert grid[mode + 1].item() <= math.exp(-1.1) * 1.1 and grid[mode].item() >= math.exp(-1.1) / 1.1
@@ -301,6 +304,7 @@ def method_overrides(name, teacher_run):
     }[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ict", "ect", "sct", "scd", "scd-teacher"])
 def test_trains_resumes_exactly_and_samples(tmp_path, teacher_run, name):
     config = tiny_config(*method_overrides(name, teacher_run))
@@ -344,6 +348,7 @@ def test_trains_resumes_exactly_and_samples(tmp_path, teacher_run, name):
         assert np.isfinite(samples["samples"]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ect", "scm"])
 def test_the_student_starts_from_the_teachers_weights(tmp_path, teacher_run, method):
     overrides = ["scm.mode=scd", f"scm.teacher={teacher_run}"] if method == "scm" else [f"ect.teacher={teacher_run}"]
@@ -356,6 +361,7 @@ def test_the_student_starts_from_the_teachers_weights(tmp_path, teacher_run, met
         assert torch.allclose(student.weights["online"][key], tensor, atol=1e-8), key
 
 
+@pytest.mark.slow
 def test_bf16_scm_steps_are_finite(tmp_path):
     for jvp_fp32 in ("true", "false"):
         config = tiny_config(
@@ -366,6 +372,7 @@ def test_bf16_scm_steps_are_finite(tmp_path):
         assert all(math.isfinite(value) for value in losses(tmp_path / jvp_fp32))
 
 
+@pytest.mark.slow
 def test_bf16_scm_steps_on_a_unet_are_finite(tmp_path):
     config = tiny_config(
         "train.method=scm", "train.precision=bf16", "data.name=digits", "network.kind=unet", "network.preset=tiny",

@@ -34,7 +34,7 @@ def test_renoising_adds_sqrt_sigma_squared_minus_sigma_min_squared():
     noise = torch.zeros(100_000, 1)
     result = sample_multistep(identity, [80.0, 3.0], noise, 0.002, generator)
     assert calls == [80.0, 3.0] and result.x.abs().max() == 0
-    assert renoise_std(3.0, 0.002) == pytest.approx((9 - 0.002**2) ** 0.5)
+    assert renoise_std(3.0, 2.0) == pytest.approx(5**0.5)  # σ_min large enough that √σ² = 3 would fail
 
 
 def test_multistep_draws_noise_from_the_generator_in_order():
@@ -45,8 +45,8 @@ def test_multistep_draws_noise_from_the_generator_in_order():
         return torch.zeros_like(x)
 
     generator = torch.Generator().manual_seed(5)
-    sample_multistep(record, [80.0, 1.0], torch.ones(2, 2), 0.002, generator)
-    expected = torch.randn(2, 2, generator=torch.Generator().manual_seed(5)) * renoise_std(1.0, 0.002)
+    sample_multistep(record, [80.0, 1.0], torch.ones(2, 2), 0.6, generator)
+    expected = torch.randn(2, 2, generator=torch.Generator().manual_seed(5)) * (1.0 - 0.6**2) ** 0.5
     assert torch.allclose(seen[1], expected)
 
 

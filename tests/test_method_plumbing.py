@@ -1,0 +1,157 @@
+"""How a run finds its teacher and builds its method (training/methods.py): which config key names the teacher,
+when it is loaded, what the student inherits, and the teacher loaded from 'exact' or from a teacher checkpoint."""
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from helpers import raises_exactly, tiny_config
+from torch_consistency.data import build_dataset
+from torch_consistency.errors import CheckpointError, ConfigError
+from torch_consistency.nets.unet import UNET_PRESETS, UNet
+from torch_consistency.parameterization import Preconditioned
+from torch_consistency.training.checkpoint import load_checkpoint
+from torch_consistency.training.improved import (
+    ContinuousTimeConsistency,
+    EasyConsistencyTuning,
+    ImprovedConsistencyTraining,
+)
+from torch_consistency.training.loop import train
+from torch_consistency.training.methods import (
+    ConsistencyDistillation,
+    ConsistencyTraining,
+    Teacher,
+    TeacherTraining,
+    build_method,
+    load_teacher,
+    needs_teacher,
+    student_config,
+    teacher_key,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A one-step teacher (width 24) and a one-step CT run on the eight Gaussians."""
+    folder = tmp_path_factory.mktemp("runs")
+    train(tiny_config("train.total_steps=1", "network.width=24"), folder / "teacher", progress=False)
+    train(tiny_config("train.method=ct", "train.total_steps=1"), folder / "ct", progress=False)
+    return folder
+
+
+def test_teacher_keys():
+    keys = {method: teacher_key(tiny_config(f"train.method={method}")) for method in ("teacher", "ct", "ict")}
+    assert keys == {"teacher": "", "ct": "", "ict": ""}
+    assert teacher_key(tiny_config("train.method=cd", "cd.teacher=exact")) == "cd.teacher"
+    assert teacher_key(tiny_config("train.method=ect")) == "ect.teacher"
+    assert teacher_key(tiny_config("train.method=scm")) == "scm.teacher"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fresh", "resuming"),
+    [
+        (["train.method=cd", "cd.teacher=exact"], True, True),  # CD's teacher takes every step
+        (["train.method=scm", "scm.mode=scd", "scm.teacher=exact"], True, True),  # so does sCD's
+        (["train.method=scm", "scm.teacher=some/run"], True, False),  # sCT: only the initial weights
+        (["train.method=ect", "ect.teacher=some/run"], True, False),  # ECT: only the initial weights
+        (["train.method=ect"], False, False),  # no teacher named
+        (["train.method=ct", "cd.teacher=exact"], False, False),  # CT has no teacher key
+    ],
+)
+def test_when_the_teacher_is_loaded(overrides, fresh, resuming):
+    config = tiny_config(*overrides)
+    assert needs_teacher(config, resuming=False) is fresh
+    assert needs_teacher(config, resuming=True) is resuming
+
+
+def test_the_student_inherits_the_teachers_network_and_conditioning():
+    teacher_config = tiny_config("network.width=24", "diffusion.sigma_data=0.6", "diffusion.noise_conditioning=edm")
+    config = student_config(tiny_config("train.method=cd", "cd.teacher=exact", "optim.lr=0.05"),
+                            Teacher(lambda x, s: x, None, teacher_config, (2,)))  # fmt: skip
+    assert config.network.width == 24 and config.diffusion.sigma_data == 0.6
+    assert config.diffusion.noise_conditioning == "edm" and config.optim.lr == 0.05
+    unchanged = tiny_config("train.method=cd", "cd.teacher=exact")
+    assert student_config(unchanged, Teacher(lambda x, s: x, None, None, None)) is unchanged
+    assert unchanged.network.width == 32
+
+
+def test_exact_teacher_is_the_mixtures_denoiser():
+    config = tiny_config("train.method=cd", "cd.teacher=exact")
+    dataset = build_dataset(config.data)
+    teacher = load_teacher(config, dataset, CPU)
+    x, sigma = torch.randn(5, 2, dtype=torch.float64), torch.full((5,), 0.7, dtype=torch.float64)
+    assert torch.equal(teacher.denoiser(x, sigma), dataset.mixture.denoiser(x, sigma))
+    assert teacher.initial_weights is None and teacher.config is None and teacher.sample_shape is None
+    config = tiny_config("train.method=cd", "cd.teacher=exact", "data.name=two_moons")
+    with raises_exactly(ConfigError, "cd.teacher = 'exact' needs Gaussian-mixture data; two_moons has none"):
+        load_teacher(config, build_dataset(config.data), CPU)
+
+
+def test_teacher_from_a_checkpoint(runs):
+    config = tiny_config("train.method=cd", f"cd.teacher={runs / 'teacher'}")
+    teacher = load_teacher(config, build_dataset(config.data), CPU)
+    checkpoint = load_checkpoint(runs / "teacher")
+    expected = checkpoint.build_model("ema-0.999")
+    x, sigma = torch.randn(5, 2), torch.full((5,), 0.7)
+    assert torch.equal(teacher.denoiser(x, sigma), expected(x, sigma))
+    assert not any(p.requires_grad for p in teacher.denoiser.parameters())
+    assert teacher.initial_weights.keys() == checkpoint.weights["ema-0.999"].keys()
+    assert all(torch.equal(v, checkpoint.weights["ema-0.999"][k]) for k, v in teacher.initial_weights.items())
+    assert teacher.config.network.width == 24 and tuple(teacher.sample_shape) == (2,)
+
+
+def test_teachers_that_do_not_fit_are_refused(runs):
+    config = tiny_config("train.method=ect", f"ect.teacher={runs / 'ct'}")
+    with raises_exactly(CheckpointError, f"ect.teacher {runs / 'ct'} is a ct checkpoint, not a teacher"):
+        load_teacher(config, build_dataset(config.data), CPU)
+    config = tiny_config("train.method=cd", f"cd.teacher={runs / 'teacher'}", "data.name=gmm", "data.dim=3")
+    message = f"cd.teacher {runs / 'teacher'} was trained on samples of shape (2,), the data (gmm) has (3,)"
+    with raises_exactly(CheckpointError, message):
+        load_teacher(config, build_dataset(config.data), CPU)
+
+
+def test_build_method_names_each_method():
+    teacher = Teacher(lambda x, s: x, None, None, None)
+    kinds = {
+        "train.method=teacher": TeacherTraining,
+        "train.method=ct": ConsistencyTraining,
+        "train.method=ict": ImprovedConsistencyTraining,
+        "train.method=ect": EasyConsistencyTuning,
+        "train.method=scm": ContinuousTimeConsistency,
+    }
+    for override, kind in kinds.items():
+        assert type(build_method(tiny_config(override), None)) is kind
+    cd = build_method(tiny_config("train.method=cd", "cd.teacher=exact"), teacher)
+    assert type(cd) is ConsistencyDistillation and cd.teacher is teacher.denoiser
+    scd = build_method(tiny_config("train.method=scm", "scm.mode=scd", "scm.teacher=exact"), teacher)
+    assert scd.teacher is teacher.denoiser
+    assert build_method(tiny_config("train.method=scm"), teacher).teacher is None  # sCT takes no teacher
+    with raises_exactly(AssertionError, "CD needs a teacher"):
+        build_method(tiny_config("train.method=cd", "cd.teacher=exact"), None)
+    with raises_exactly(AssertionError, "sCD needs a teacher"):
+        build_method(tiny_config("train.method=scm", "scm.mode=scd", "scm.teacher=exact"), None)
+
+
+def test_teacher_from_diffusers_folders(tmp_path):
+    """A bare UNet2DModel is F_θ of an EDM denoiser with the config's σ_d; the student takes its preset and weights.
+    A DDPM pipeline's ε-network has another parameterization: no student config, no initial weights."""
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, **UNET_PRESETS["tiny"]).eval()
+    unet.save_pretrained(tmp_path / "unet")
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "ddpm")
+    images = ["data.name=digits", "network.kind=unet", "network.preset=small", "train.method=cd"]
+    config = tiny_config(*images, f"cd.teacher={tmp_path / 'unet'}", "diffusion.sigma_data=0.6")
+    teacher = load_teacher(config, build_dataset(config.data), CPU)
+    reference = Preconditioned(UNet(unet), "denoiser", 0.6, 0.002, "openai")  # D = c_skip·x + c_out·F (§2)
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 20.0])
+    with torch.no_grad():
+        assert torch.allclose(teacher.denoiser(x, sigma), reference(x, sigma), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in teacher.denoiser.parameters())
+    assert teacher.config.network.preset == "tiny" and teacher.config.diffusion.noise_conditioning == "openai"
+    assert tuple(teacher.sample_shape) == (1, 8, 8)
+    assert teacher.initial_weights.keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in teacher.initial_weights.items())
+    config = tiny_config(*images, f"cd.teacher={tmp_path / 'ddpm'}")
+    teacher = load_teacher(config, build_dataset(config.data), CPU)
+    assert teacher.config is None and teacher.initial_weights is None and tuple(teacher.sample_shape) == (1, 8, 8)

@@ -25,6 +25,7 @@ class Generated:
     labels: torch.Tensor | None
     nfe: int
     guidance: float | None = None  # the w sampled with (a CFG teacher's or a w-input student's), None without
+    sigmas: list[float] | None = None  # the time points sampled at: σ's (a teacher's end at 0), TrigFlow times t
 
 
 def teacher_sigmas(num_levels: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
@@ -98,7 +99,7 @@ def generate(
             all_labels.append(batch_labels.cpu())
         nfe = result.nfe
     labels_out = torch.cat(all_labels) if all_labels else None
-    return Generated(torch.cat(outputs), labels_out, nfe, guidance)
+    return Generated(torch.cat(outputs), labels_out, nfe, guidance, [float(s) for s in sigmas])
 
 
 def requested_labels(choice: int | str | Sequence[int], num_samples: int, num_classes: int) -> torch.Tensor:

@@ -1,15 +1,14 @@
 """`cm sample`: draw samples from a checkpoint; every setting it needs is read from the checkpoint."""
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..files import atomic_path
+from ..model import Model
 from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
-from ..training.checkpoint import Checkpoint
 
 EXAMPLES = """
 examples:
@@ -60,7 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--num", type=int, default=2000, help="number of samples (default 2000)")
     points = parser.add_mutually_exclusive_group()
-    points.add_argument("--steps", type=int, default=1, help="consistency sampling steps (default 1)")
+    points.add_argument("--steps", type=int, help="consistency sampling steps (default 1)")
     points.add_argument("--sigmas", type=float_list, help="explicit decreasing σ's, e.g. 80,0.8")
     points.add_argument("--ts", type=int_list, help="openai's --ts indices, last = grid points − 1")
     points.add_argument("--timesteps", type=int_list, help="diffusers' timesteps (reversed grid indices)")
@@ -77,6 +76,10 @@ def add_conditioning_arguments(parser: argparse.ArgumentParser) -> None:
         type=label_choice,
         help="class-conditional models: a class (3), a list (1,3,7) or 'all', in equal blocks (default: random)",
     )
+    add_guidance_argument(parser)
+
+
+def add_guidance_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
@@ -96,10 +99,10 @@ def label_choice(text: str) -> str | list[int]:
         raise argparse.ArgumentTypeError(f"expected a class, comma-separated classes or 'all', got {text!r}") from None
 
 
-def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[float] | None:
+def sampling_sigmas(args: argparse.Namespace, model: Model) -> list[float] | None:
     """The σ's chosen on the command line, or None for the default at --steps."""
-    d = checkpoint.config.diffusion
-    grid_points = args.grid_points or checkpoint.grid_points()
+    d = model.config.diffusion
+    grid_points = args.grid_points or model.grid_points
     try:
         if args.sigmas is not None:
             return args.sigmas
@@ -115,20 +118,15 @@ def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[fl
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import sample_checkpoint
     from ..evaluation.plots import save_samples_picture, to_uint8
-    from ..training.checkpoint import load_checkpoint
+    from ..model import load
 
     if args.num < 1:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
-    checkpoint = load_checkpoint(args.checkpoint)
-    sigmas = sampling_sigmas(args, checkpoint)
-    if sigmas is not None and (any(b >= a for a, b in itertools.pairwise(sigmas)) or min(sigmas) <= 0):
-        raise ConfigError(f"σ's must be positive and strictly decreasing, got {sigmas}")
-    generated = sample_checkpoint(
-        checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
-        solver=args.solver, labels=args.label, guidance=args.guidance, weights=args.weights, seed=args.seed,
-        device=args.device, progress=True,
+    model = load(args.checkpoint, args.weights, args.device)
+    generated = model.sample(
+        args.num, steps=args.steps, sigmas=sampling_sigmas(args, model), teacher_steps=args.teacher_steps,
+        solver=args.solver, labels=args.label, guidance=args.guidance, seed=args.seed, progress=True,
     )  # fmt: skip
     if generated.x.ndim == 4:  # images: uint8 NHWC as arr_0 and labels as arr_1, the layout openai's evaluator reads
         arrays = {"arr_0": to_uint8(generated.x)}

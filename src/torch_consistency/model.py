@@ -217,6 +217,7 @@ class Model:
             sigmas = editing.default_edit_sigmas(d.sigma_min, d.sigma_max, d.rho, count)
         return editing.check_sigmas(sigmas, d.sigma_min)
 
+    @torch.no_grad()
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor, **options) -> EditResult:
         """Fill the pixels where `mask` (broadcasting to the images, e.g. (H, W); 1 = generate) is 1 and keep the
         others of `images` (B, C, H, W) in [-1, 1]. Options: steps or sigmas, seed or generator, labels, guidance
@@ -225,6 +226,7 @@ class Model:
         problem = editing.inpainting_problem(images, torch.as_tensor(mask, device=self.device))
         return self._solve_problem("inpaint", problem, **options)
 
+    @torch.no_grad()
     def colorize(self, grey: torch.Tensor, **options) -> EditResult:
         """RGB images whose luminance is `grey` (B, 1, H, W) in [-1, 1]; options as for `inpaint`."""
         editing.check_task_fits_model("colorize", self._image_shape())
@@ -232,6 +234,7 @@ class Model:
         grey = self._images(grey, "grey", (1, height, width))
         return self._solve_problem("colorize", editing.colorization_problem(grey), **options)
 
+    @torch.no_grad()
     def super_resolve(self, low_res: torch.Tensor, factor: int, **options) -> EditResult:
         """Images `factor` times larger whose factor×factor patch means are `low_res` (B, C, H/factor, W/factor);
         options as for `inpaint`."""
@@ -240,6 +243,7 @@ class Model:
         low_res = self._images(low_res, "low_res", (channels, height // factor, width // factor))
         return self._solve_problem("super-resolve", editing.super_resolution_problem(low_res, factor), **options)
 
+    @torch.no_grad()
     def edit_strokes(
         self,
         strokes: torch.Tensor,
@@ -263,6 +267,7 @@ class Model:
         start = strokes + levels[0] * editing.algorithm.randn_like(strokes, generator)
         return self._teacher_ode(fn, start, levels[0], teacher_steps, solver, calls)
 
+    @torch.no_grad()
     def denoise(
         self,
         noisy: torch.Tensor,
@@ -282,6 +287,7 @@ class Model:
         editing.check_sigmas([sigma], self.config.diffusion.sigma_min)
         return self._teacher_ode(fn, noisy, float(sigma), teacher_steps, solver, calls)
 
+    @torch.no_grad()
     def interpolate(
         self,
         a: torch.Tensor,

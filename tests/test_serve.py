@@ -338,3 +338,10 @@ def test_a_full_queue_turns_requests_away_in_one_line(runs):
             calls = [lambda: client.post("/api/generate", json={"num": 64, "steps": 4}) for _ in range(4)]
             statuses = sorted(r.status_code for r in concurrently(calls))
     assert statuses[0] == 200 and statuses[-1] == 503
+
+
+def test_cm_serve_refuses_a_missing_checkpoint_in_one_line(tmp_path):
+    command = [sys.executable, "-m", "torch_consistency", "serve", "--checkpoint", str(tmp_path / "none")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], result.stderr

@@ -25,6 +25,7 @@ from .guidance import guided_denoiser, network_calls
 from .sigmas import karras_sigmas
 from .solvers import SOLVERS, solve_ode
 from .training.checkpoint import Checkpoint, load_checkpoint
+from .trigflow import TrigFlowModel
 
 Labels = int | str | Sequence[int] | None
 EditFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -131,8 +132,8 @@ class Model:
         default = self.config.sampling.guidance
         if self.parameterization == "denoiser" and self.num_classes > 0 and has_null_class(self.config):
             return GuidanceRange(default, 0.0, math.inf)
-        if self.parameterization != "denoiser" and has_guidance_input(self.config):
-            section = guidance_section(self.config)
+        section = guidance_section(self.config)
+        if self.parameterization != "denoiser" and has_guidance_input(self.config) and section is not None:
             return GuidanceRange(default, section.guidance_min, section.guidance_max)
         return None
 
@@ -385,11 +386,11 @@ class Model:
             generator = torch.Generator(device=self.device).manual_seed(seed)
         net = self.network
         if self.parameterization == "denoiser":
-            if w is not None:
+            if w is not None and chosen is not None:  # w: a teacher with a null class, which needs labels
                 return guided_denoiser(net, chosen, self.num_classes, w), generator, network_calls(w)
             return (lambda x, sigma: net(x, sigma, chosen)), generator, 1
         w_input = None if w is None else torch.full((count,), w, device=self.device)
-        if self.parameterization == "trigflow":
+        if isinstance(net, TrigFlowModel):
             return (lambda x, sigma: net.edm_consistency(x, sigma, chosen, w_input)), generator, 1
         return (lambda x, sigma: net(x, sigma, chosen, guidance=w_input)), generator, 1
 

@@ -201,21 +201,17 @@ class Service:
     def edit(self, prepared: PreparedEdit) -> dict[str, Any]:
         """The edited image as a PNG data URL, with the time the model took and the settings that reproduce it."""
         request, model = prepared.request, self.model
-        options = {
-            "sigmas": prepared.sigmas,
-            "seed": request.seed,
-            "labels": request.label,
-            "guidance": request.guidance,
-        }
+        options: dict[str, Any] = {"sigmas": prepared.sigmas, "seed": request.seed, "labels": request.label}
+        options["guidance"] = request.guidance
         start = time.perf_counter()
-        if request.task == "inpaint":
+        if request.task == "inpaint" and prepared.mask is not None:
             out = model.inpaint(prepared.images, prepared.mask, **options)
-        elif request.task == "stroke":
-            out = model.edit_strokes(prepared.images, **options)
-        elif request.task == "super-resolve":
+        elif request.task == "super-resolve" and request.factor is not None:
             out = model.super_resolve(prepared.images, request.factor, **options)
-        else:
+        elif request.task == "colorize":
             out = model.colorize(prepared.images, **options)
+        else:
+            out = model.edit_strokes(prepared.images, **options)
         model_ms = 1000 * (time.perf_counter() - start)
         return {
             "image": data_url(png_bytes(to_uint8(out.x)[0])),

@@ -45,6 +45,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (/proc/PID/stat), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def decoded(response: httpx.Response) -> np.ndarray:
     """The first image of a generate response, decoded: the request ends when the client has the pixels."""
     response.raise_for_status()
@@ -54,32 +60,40 @@ def decoded(response: httpx.Response) -> np.ndarray:
 
 def latency(server: Server, model: tc.Model, steps: int, requests: int, warmup: int) -> dict:
     """HTTP request → image against the bare forward of the same batch, interleaved so that drifting load on a
-    shared machine hits both alike."""
+    shared machine hits both alike; in wall-clock time and in CPU time (the server process's, per request, against
+    the forward's thread time), which other processes on the machine do not inflate."""
     sigmas = torch.tensor(model.sample(1, steps=steps).sigmas, dtype=torch.float32)
     x = torch.randn(1, *model.sample_shape).contiguous(memory_format=torch.channels_last)  # as generate() makes it
-    http, bare, model_ms = [], [], []
+    http, bare, bare_cpu, model_ms = [], [], [], []
     with httpx.Client(base_url=server.url, timeout=60) as client, torch.no_grad():
         for i in range(warmup + requests):
+            if i == warmup:
+                server_cpu = cpu_seconds(server.process.pid)
             start = time.perf_counter()
             response = client.post("/api/generate", json={"num": 1, "steps": steps, "seed": i})
             decoded(response)
             elapsed = time.perf_counter() - start
-            forward_start = time.perf_counter()
+            forward_start, forward_cpu = time.perf_counter(), time.thread_time()
             for sigma in sigmas:
                 model.network(x, sigma.expand(1))
-            forward = time.perf_counter() - forward_start
+            forward, forward_cpu = time.perf_counter() - forward_start, time.thread_time() - forward_cpu
             if i >= warmup:
                 http.append(1000 * elapsed)
                 bare.append(1000 * forward)
+                bare_cpu.append(1000 * forward_cpu)
                 model_ms.append(response.json()["model_ms"])
+        server_cpu = cpu_seconds(server.process.pid) - server_cpu
     result = {"steps": steps, "http_ms": summary(http), "server_model_ms": summary(model_ms), "bare_ms": summary(bare)}
     result["http_overhead"] = result["http_ms"]["median"] / result["bare_ms"]["median"] - 1
+    result["server_cpu_ms_per_request"] = 1000 * server_cpu / requests
+    result["bare_cpu_ms"] = statistics.mean(bare_cpu)
+    result["http_cpu_overhead"] = result["server_cpu_ms_per_request"] / result["bare_cpu_ms"] - 1
     return result
 
 
 def load_test(server: Server, clients: int, seconds: float) -> dict:
     """`clients` threads posting 1-step requests back to back for `seconds`; RSS of the server every second."""
-    pid, stop = server.process.pid, time.perf_counter() + seconds
+    pid, stop, cpu = server.process.pid, time.perf_counter() + seconds, cpu_seconds(server.process.pid)
     latencies: list[float] = []
     failures: list[str] = []
     memory = [(0.0, rss_mb(pid))]
@@ -108,11 +122,12 @@ def load_test(server: Server, clients: int, seconds: float) -> dict:
         memory.append((time.perf_counter() - began, rss_mb(pid)))
     for thread in threads:
         thread.join()
-    duration = time.perf_counter() - began
+    duration, cpu = time.perf_counter() - began, cpu_seconds(pid) - cpu
     return {
         "clients": clients, "seconds": duration, "requests": len(latencies) + len(failures),
         "failures": len(failures), "failure_examples": failures[:3], "throughput_per_s": len(latencies) / duration,
         "latency_ms": summary(latencies) if latencies else None, "rss_mb": memory,
+        "server_cpu_ms_per_request": 1000 * cpu / max(1, len(latencies)),
     }  # fmt: skip
 
 
@@ -143,12 +158,15 @@ def main() -> None:
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| steps | HTTP request → image, median (p95) | model in the server | bare forward | HTTP adds |")
-    print("|---|---|---|---|---|")
+    print("| steps | HTTP request → image, median (p95) | model in the server | bare forward | HTTP adds | CPU per "
+          "request: server | bare forward | HTTP adds |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         h, m, b = row["http_ms"], row["server_model_ms"], row["bare_ms"]
         print(f"| {row['steps']} | {h['median']:.1f} ({h['p95']:.1f}) ms | {m['median']:.1f} ({m['p95']:.1f}) ms | "
-              f"{b['median']:.1f} ({b['p95']:.1f}) ms | {100 * row['http_overhead']:.0f} % |")  # fmt: skip
+              f"{b['median']:.1f} ({b['p95']:.1f}) ms | {100 * row['http_overhead']:.0f} % | "
+              f"{row['server_cpu_ms_per_request']:.1f} ms | {row['bare_cpu_ms']:.1f} ms | "
+              f"{100 * row['http_cpu_overhead']:.0f} % |")  # fmt: skip
     rss = [mb for _, mb in load["rss_mb"]]
     print(f"load: {load['requests']} requests from {load['clients']} clients in {load['seconds']:.0f} s, "
           f"{load['failures']} failed, {load['throughput_per_s']:.0f}/s, median {load['latency_ms']['median']:.0f} ms; "

@@ -13,6 +13,7 @@ import torch
 import torch_consistency as tc
 from torch_consistency.config import load_config
 from torch_consistency.editing import LUMINANCE
+from torch_consistency.generate import placed
 from torch_consistency.nets import build_model
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.solvers import solve_ode
@@ -46,6 +47,7 @@ def runs(tmp_path_factory):
         "cfg-teacher": save(root / "cfg-teacher", "teacher", (1, 8, 8), 3, *cfg),
         "guided": save(root / "guided", "cd", (1, 8, 8), 3, *cfg, *GUIDED_STUDENT),
         "vectors": save(root / "vectors", "ct", (2,), 0, "data.name=eight_gaussians"),
+        "unet": save(root / "unet", "ct", (1, 8, 8), 0, "network.kind=unet", "network.preset=tiny"),
     }
 
 
@@ -138,6 +140,20 @@ def test_trigflow_and_teacher_sampling(runs):
     expected = solve_ode(teacher.network, z * SIGMA_MAX, levels, "heun")
     torch.testing.assert_close(out.x, expected.x, rtol=0, atol=1e-6)
     assert out.nfe == 7 and out.sigmas == levels.tolist()
+
+
+def test_sampling_places_the_network_once_and_in_eval_mode(runs):
+    model = tc.load(runs["unet"])
+    net = model.network
+    convolution = next(p for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert not placed(net, "cpu", torch.channels_last) and not convolution.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    net.train()
+    first = model.sample(2, seed=1).x
+    assert placed(net, "cpu", torch.channels_last) and not any(module.training for module in net.modules())
+    assert convolution.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(model.sample(2, seed=1).x, first)
 
 
 def cm(*args):

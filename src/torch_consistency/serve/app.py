@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -169,27 +169,27 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/api/model")
-    async def describe() -> dict[str, Any]:
+    @app.get("/api/model", response_class=JSONResponse)
+    async def describe() -> JSONResponse:
         """The model: method, shapes, classes, guidance range, stored σ's, edit tasks and held-out images."""
-        return service.info()
+        return JSONResponse(service.info())
 
-    @app.get("/api/held-out/{index}")
-    async def held_out(index: int) -> dict[str, Any]:
+    @app.get("/api/held-out/{index}", response_class=JSONResponse)
+    async def held_out(index: int) -> JSONResponse:
         """Held-out image `index` of the run's data (a PNG data URL) and its label."""
-        return await run_in_threadpool(service.held_out_image, index)
+        return JSONResponse(await run_in_threadpool(service.held_out_image, index))
 
-    @app.post("/api/generate")
-    async def generate(request: GenerateRequest) -> dict[str, Any]:
+    @app.post("/api/generate", response_class=JSONResponse)
+    async def generate(request: GenerateRequest) -> JSONResponse:
         """Samples as PNG data URLs, their labels, σ's, NFE, times and the settings that reproduce them."""
         result, timing = await worker.run(lambda: service.generate(request))
-        return {**result, **timing}
+        return JSONResponse({**result, **timing})  # plain JSON: no response-model pass over the images
 
-    @app.post("/api/edit")
-    async def edit(request: EditRequest) -> dict[str, Any]:
+    @app.post("/api/edit", response_class=JSONResponse)
+    async def edit(request: EditRequest) -> JSONResponse:
         """An edited image as a PNG data URL, with its σ's, NFE, times and the settings that reproduce it."""
         prepared = await run_in_threadpool(service.prepare_edit, request)
         result, timing = await worker.run(lambda: service.edit(prepared))
-        return {**result, **timing}
+        return JSONResponse({**result, **timing})
 
     return app

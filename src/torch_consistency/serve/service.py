@@ -138,7 +138,8 @@ class Service:
         response.update(guidance=samples.guidance, model_ms=model_ms)
         if samples.x.ndim == 4:
             response["images"] = [data_url(png_bytes(pixels)) for pixels in to_uint8(samples.x)]
-            response["grid"] = data_url(png_bytes(image_grid(samples.x)))
+            images = response["images"]
+            response["grid"] = images[0] if len(images) == 1 else data_url(png_bytes(image_grid(samples.x)))
         else:
             response["samples"] = samples.x.tolist()
         response["settings"] = self.sample_settings(request, samples.sigmas, labels, samples.guidance, samples.nfe)

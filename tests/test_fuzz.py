@@ -28,10 +28,10 @@ from PIL import Image
 
 from helpers import untrained_checkpoint
 from torch_consistency.cli import main
-from torch_consistency.cli.edit import read_image, read_mask
 from torch_consistency.config import METHODS, Config, load_config
 from torch_consistency.data.images import load_cifar10, load_image_folder, load_mnist, load_npz
 from torch_consistency.errors import ConfigError, DataError, UserInputError
+from torch_consistency.image_files import read_image, read_mask
 
 FUZZ = settings(
     max_examples=100, deadline=None, derandomize=True, database=None,
@@ -355,14 +355,14 @@ def refused_or_loaded(load, expect):
 @given(data=mutated(PNG))
 def test_cm_edit_images_from_random_bytes(data, tmp_path):
     (tmp_path / "x.png").write_bytes(data)
-    refused_or_loaded(lambda: read_image(tmp_path / "x.png", 1, (8, 8)), lambda x: x.shape == (1, 8, 8))
+    refused_or_loaded(lambda: read_image(tmp_path / "x.png", 1, (8, 8), "input"), lambda x: x.shape == (1, 8, 8))
 
 
 @FUZZ
 @given(data=mutated(MASK))
 def test_cm_edit_masks_from_random_bytes(data, tmp_path):
     (tmp_path / "m.png").write_bytes(data)
-    refused_or_loaded(lambda: read_mask(tmp_path / "m.png", (8, 8)), lambda m: m.shape == (8, 8))
+    refused_or_loaded(lambda: read_mask(tmp_path / "m.png", (8, 8), "mask"), lambda m: m.shape == (8, 8))
 
 
 @FUZZ

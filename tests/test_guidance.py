@@ -269,7 +269,7 @@ def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
         (["train.method=scm", "scm.guidance=input", "scm.guidance_max=4"], "needs scm.mode = 'scd'"),
         (["train.method=cd", "cd.teacher=x", "cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=4"],
          "outside the trained range"),
-        (["sampling.guidance=-1"], "sampling.guidance (w) must be ≥ 0"),
+        (["sampling.guidance=-1"], "sampling.guidance must lie in [0, inf)"),
     ],
 )  # fmt: skip
 def test_bad_guidance_settings_are_one_line_config_errors(overrides, message):

@@ -370,6 +370,8 @@ RANGES: dict[str, str] = {
     "ect.huber_c": "[0, inf)",
     "scm.p_mean": "(-inf, inf)", "scm.p_std": "(0, inf)", "scm.tangent_warmup_steps": "[0, inf)",
     "scm.tangent_norm_c": "(0, inf)",
+    "teacher.label_dropout": "[0, 1)", "cd.guidance_min": "[0, inf)", "cd.guidance_max": "[0, inf)",
+    "scm.guidance_min": "[0, inf)", "scm.guidance_max": "[0, inf)", "sampling.guidance": "[0, inf)",
     "sampling.teacher_steps": "[2, inf)", "sampling.sigmas_2": "(0, inf)", "sampling.sigmas_3": "(0, inf)",
 }  # fmt: skip
 
@@ -473,7 +475,6 @@ def _validate_guidance(config: Config) -> None:
     from .guidance import GUIDANCE_MODES
 
     dropout = config.teacher.label_dropout
-    _require(0 <= dropout < 1, f"teacher.label_dropout must lie in [0, 1), got {dropout}")
     _require(
         dropout == 0 or config.network.class_conditional,
         "teacher.label_dropout drops class labels: it needs network.class_conditional = true",
@@ -482,7 +483,7 @@ def _validate_guidance(config: Config) -> None:
         section = getattr(config, name)
         _one_of(section.guidance, GUIDANCE_MODES, f"{name}.guidance")
         low, high = section.guidance_min, section.guidance_max
-        _require(0 <= low <= high, f"need 0 ≤ {name}.guidance_min ≤ {name}.guidance_max, got {low} and {high}")
+        _require(low <= high, f"need 0 ≤ {name}.guidance_min ≤ {name}.guidance_max, got {low} and {high}")
         if section.guidance == "input":
             _require(low < high, f"{name}.guidance = 'input' draws w from [{name}.guidance_min, {name}.guidance_max]: "
                                  f"give a range, got {low} and {high}")  # fmt: skip
@@ -493,7 +494,6 @@ def _validate_guidance(config: Config) -> None:
         config.train.method != "scm" or config.scm.guidance == "none" or config.scm.mode == "scd",
         "scm.guidance distils a guided teacher: it needs scm.mode = 'scd'",
     )
-    _require(config.sampling.guidance >= 0, f"sampling.guidance (w) must be ≥ 0, got {config.sampling.guidance}")
     if has_guidance_input(config):
         section = guidance_section(config)
         name = config.train.method

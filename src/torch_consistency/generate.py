@@ -25,6 +25,7 @@ class Generated:
     labels: torch.Tensor | None
     nfe: int
     guidance: float | None = None  # the w sampled with (a CFG teacher's or a w-input student's), None without
+    sigmas: list[float] | None = None  # the time points sampled at: σ's (a teacher's end at 0), TrigFlow times t
 
 
 def teacher_sigmas(num_levels: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
@@ -60,7 +61,10 @@ def generate(
     Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
     """
     memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).eval()
+    if not placed(model, device, memory_format):
+        model = model.to(device, memory_format=memory_format)
+    if any(module.training for module in model.modules()):
+        model.eval()
     outputs, all_labels, nfe = [], [], 0
     starts = range(0, num_samples, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling")):
@@ -98,7 +102,19 @@ def generate(
             all_labels.append(batch_labels.cpu())
         nfe = result.nfe
     labels_out = torch.cat(all_labels) if all_labels else None
-    return Generated(torch.cat(outputs), labels_out, nfe, guidance)
+    return Generated(torch.cat(outputs), labels_out, nfe, guidance, [float(s) for s in sigmas])
+
+
+def placed(model: torch.nn.Module, device: torch.device | str, memory_format: torch.memory_format) -> bool:
+    """Whether `model` lies on `device` (judged by its first parameter: Module.to moves them all together) with
+    every 4-D weight in `memory_format`. Cheaper than a Module.to that changes nothing (1.3 ms for MNIST's U-Net)."""
+    device = torch.device(device)
+    first = next(model.parameters(), None)
+    if first is None:
+        return True
+    if first.device.type != device.type or (device.index is not None and first.device.index != device.index):
+        return False
+    return all(p.is_contiguous(memory_format=memory_format) for p in model.parameters() if p.dim() == 4)
 
 
 def requested_labels(choice: int | str | Sequence[int], num_samples: int, num_classes: int) -> torch.Tensor:

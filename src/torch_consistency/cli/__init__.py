@@ -1,4 +1,4 @@
-"""The `cm` command: train, sample, eval and demo.
+"""The `cm` command: train, sample, eval, export, edit, serve and demo.
 
 User mistakes (bad config values, missing or foreign files, malformed TOML) end with one line on stderr
 and exit code 2; nothing is left half-written.
@@ -18,14 +18,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from . import demo, edit, evaluate, export, sample, train
+    from . import demo, edit, evaluate, export, sample, serve, train
 
     parser = Parser(
         prog="cm",
         description="Consistency models: train a teacher, distil it (CD) or train from scratch (CT), sample, evaluate.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
-    for module in (train, sample, evaluate, export, edit, demo):
+    for module in (train, sample, evaluate, export, edit, serve, demo):
         module.register(commands)
     return parser
 

@@ -3,13 +3,12 @@
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import has_guidance_input
 from ..errors import ConfigError, DataError
 from ..files import check_output_folder
-from .sample import SEED, add_checkpoint_arguments, float_list, integer
+from ..model import Model
+from .sample import SEED, add_checkpoint_arguments, add_guidance_argument, float_list, integer
 
 TASKS = ("inpaint", "colorize", "super-resolve", "stroke", "denoise", "interpolate")
 PROBLEM_TASKS = ("inpaint", "colorize", "super-resolve")
@@ -57,6 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed2", type=SEED, help="interpolate without --input: seed of the second noise")
     parser.add_argument("--num", type=integer(1), default=4, help="interpolate without --input: pairs of noises (4)")
     parser.add_argument("--label", type=int, help="class label, for class-conditional models")
+    add_guidance_argument(parser)
     parser.add_argument("--teacher", type=Path, help="a teacher checkpoint: also run its PF-ODE baseline")
     parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
     parser.add_argument("--solver", choices=("euler", "heun"), help="teacher: ODE solver (default: config, or heun)")
@@ -108,38 +108,10 @@ def list_pngs(path: Path, what: str) -> list[Path]:
     return [path]
 
 
-def read_pixels(path: Path, mode: str) -> np.ndarray:
-    """uint8 H×W (mode L) or H×W×3 (mode RGB); DataError for unreadable files and 16-bit or float images."""
-    from ..data.images import open_image
-
-    return np.asarray(open_image(path, mode))
-
-
-def read_image(path: Path, channels: int, size: tuple[int, int], what: str = "input") -> torch.Tensor:
-    """An image as (C, H, W) in [-1, 1], widened from grey to RGB if needed; DataError for colour → grey or size."""
-    rgb = read_pixels(path, "RGB")
-    if rgb.shape[:2] != size:
-        raise DataError(f"{what} {path} is {rgb.shape[0]}×{rgb.shape[1]}; expected {size[0]}×{size[1]} images")
-    if channels == 1:
-        if not (rgb == rgb[..., :1]).all():
-            raise DataError(f"{what} {path} is a colour (3-channel) image; the model makes grey (1-channel) images")
-        rgb = rgb[..., :1]
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def read_mask(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """A binary mask (H, W), True = generate, from a PNG holding only 0 and 255 (or only 0 and 1)."""
-    pixels = read_pixels(path, "L")
-    if pixels.shape != size:
-        raise DataError(f"mask {path} is {pixels.shape[0]}×{pixels.shape[1]}; the images are {size[0]}×{size[1]}")
-    values = set(np.unique(pixels).tolist())
-    if not (values <= {0, 255} or values <= {0, 1}):
-        raise DataError(f"mask {path} is not binary: it holds values other than 0 and 255 (white = generate)")
-    return torch.from_numpy(pixels > 0)
-
-
 def load_inputs(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict[str, object]:
     """Read and check every input file before anything is computed or written."""
+    from ..image_files import read_grey, read_image, read_mask
+
     channels, height, width = shape
     if args.input is None:  # interpolation between two noises drawn from --seed and --seed2
         noises = [
@@ -148,14 +120,10 @@ def load_inputs(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict[s
         return {"names": [f"noise-{i}" for i in range(args.num)], "x": noises[0], "x2": noises[1]}
     files = list_pngs(args.input, "input")
     if args.task == "colorize":
-        size = (height, width)
-        images = [torch.from_numpy(read_pixels(f, "L").copy()).float()[None] / 127.5 - 1 for f in files]
-        for file, image in zip(files, images, strict=True):
-            if tuple(image.shape[1:]) != size:
-                raise DataError(f"input {file} is {image.shape[1]}×{image.shape[2]}; the model makes {height}×{width}")
+        images = [read_grey(f, (height, width), f"input {f}") for f in files]
     else:
         size = (height // args.factor, width // args.factor) if args.task == "super-resolve" else (height, width)
-        images = [read_image(f, channels, size) for f in files]
+        images = [read_image(f, channels, size, f"input {f}") for f in files]
     loaded: dict[str, object] = {"names": [f.stem for f in files], "x": torch.stack(images)}
     if args.task == "inpaint":
         masks = list_pngs(args.mask, "mask")
@@ -165,168 +133,124 @@ def load_inputs(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict[s
             if missing:
                 raise DataError(f"mask folder {args.mask} has no mask named {missing[0]}")
             masks = [by_name[f.name] for f in files]
-        loaded["mask"] = torch.stack([read_mask(m, (height, width)) for m in masks])[:, None]
+        loaded["mask"] = torch.stack([read_mask(m, (height, width), f"mask {m}") for m in masks])[:, None]
         if not args.mask.is_dir():
             loaded["mask"] = loaded["mask"][:1]
     if args.task == "interpolate":
         others = list_pngs(args.input2, "input2")
         if len(others) != len(files):
             raise DataError(f"--input has {len(files)} images but --input2 has {len(others)}")
-        loaded["x2"] = torch.stack([read_image(f, channels, (height, width), "input2") for f in others])
+        loaded["x2"] = torch.stack([read_image(f, channels, (height, width), f"input2 {f}") for f in others])
     return loaded
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..editing import check_sigmas, check_task_fits_model
-    from ..training.checkpoint import load_checkpoint
+    from ..editing import check_task_fits_model
+    from ..model import load
 
     check_arguments(args)
     check_output_folder(args.out)
     check_out_spares_inputs(args)
-    checkpoint = load_checkpoint(args.checkpoint)
-    checkpoint.weight_set(args.weights)
-    if checkpoint.parameterization != "consistency":
+    model = load(args.checkpoint, args.weights, args.device)
+    if model.parameterization == "denoiser":
         raise ConfigError(
-            f"{checkpoint.path} is a {checkpoint.config.train.method} model ({checkpoint.parameterization}); editing "
-            "needs a consistency model f(x, σ) (cd, ct, ict, ect), and takes a teacher with --teacher"
+            f"{model.checkpoint} is a {model.method} model (denoiser); editing needs a consistency model f(x, σ) "
+            "(cd, ct, ict, ect, scm), and takes a teacher with --teacher"
         )
-    shape = tuple(checkpoint.sample_shape)
+    shape = model.sample_shape
     if len(shape) != 3:
-        raise ConfigError(f"editing needs an image model; {checkpoint.path} makes samples of shape {shape}")
+        raise ConfigError(f"editing needs an image model; {model.checkpoint} makes samples of shape {shape}")
     check_task_fits_model(args.task, shape, args.factor)
-    if checkpoint.num_classes > 0 and not (args.label is not None and 0 <= args.label < checkpoint.num_classes):
-        raise ConfigError(f"the model is class-conditional: give --label between 0 and {checkpoint.num_classes - 1}")
-    if checkpoint.num_classes == 0 and args.label is not None:
-        raise ConfigError(f"--label applies to class-conditional models; {checkpoint.path} is unconditional")
+    if model.num_classes > 0 and not (args.label is not None and 0 <= args.label < model.num_classes):
+        raise ConfigError(f"the model is class-conditional: give --label between 0 and {model.num_classes - 1}")
+    if model.num_classes == 0 and args.label is not None:
+        raise ConfigError(f"--label applies to class-conditional models; {model.checkpoint} is unconditional")
     teacher = None
     if args.teacher is not None:
-        teacher = load_checkpoint(args.teacher)
-        if teacher.parameterization != "denoiser" or tuple(teacher.sample_shape) != shape:
-            raise ConfigError(f"--teacher {teacher.path} is not a teacher (denoiser) for images of shape {shape}")
+        teacher = load(args.teacher, device=args.device)
+        if teacher.parameterization != "denoiser" or teacher.sample_shape != shape:
+            raise ConfigError(f"--teacher {teacher.checkpoint} is not a teacher (denoiser) for images of shape {shape}")
     loaded = load_inputs(args, shape)
-    d = checkpoint.config.diffusion
-    sigmas = check_sigmas(default_sigmas(args, d) if args.sigmas is None else args.sigmas, d.sigma_min)
-    return Editor(args, checkpoint, teacher, loaded, sigmas).run()
-
-
-def default_sigmas(args: argparse.Namespace, d) -> list[float]:
-    """The time points when --sigmas is not given (see --help)."""
-    from ..editing import DEFAULT_EDIT_STEPS, STROKE_SIGMAS, default_edit_sigmas
-
     if args.task == "denoise":
-        return [args.sigma]
-    if args.steps is None and (args.task == "stroke" or (args.task == "interpolate" and args.input is not None)):
-        return list(STROKE_SIGMAS)
-    steps = args.steps or (1 if args.task == "interpolate" else DEFAULT_EDIT_STEPS)
-    return default_edit_sigmas(d.sigma_min, d.sigma_max, d.rho, steps)
+        sigmas = [args.sigma]
+    else:
+        sigmas = model.edit_sigmas(args.task, args.steps, args.sigmas, noises=args.input is None)
+    return Editor(args, model, teacher, loaded, sigmas).run()
 
 
 class Editor:
-    """Runs one task over the loaded inputs in batches and writes the results."""
+    """Runs one task over the loaded inputs in batches (batch b's noise from seed + b) and writes the results."""
 
-    def __init__(self, args, checkpoint, teacher, loaded, sigmas) -> None:
-        self.args, self.checkpoint, self.loaded, self.sigmas = args, checkpoint, loaded, sigmas
-        self.teacher_checkpoint = teacher
-        self.sigma_min = checkpoint.config.diffusion.sigma_min
-        self.clip = checkpoint.config.sampling.clip_denoised
-
-    def network(self, model: torch.nn.Module, count: int):
-        labels = None if self.args.label is None else torch.full((count,), self.args.label, device=self.args.device)
-        if model.parameterization == "consistency" and has_guidance_input(self.checkpoint.config):  # its default w
-            w = torch.full((count,), self.checkpoint.config.sampling.guidance, device=self.args.device)
-            return lambda x, sigma: model(x, sigma, labels, guidance=w)
-        return lambda x, sigma: model(x, sigma, labels)
+    def __init__(self, args, model: Model, teacher: Model | None, loaded, sigmas: list[float]) -> None:
+        self.args, self.model, self.teacher, self.loaded, self.sigmas = args, model, teacher, loaded, sigmas
 
     @torch.no_grad()
     def run(self) -> int:
-        args = self.args
-        model = self.checkpoint.build_model(args.weights).to(args.device)
-        teacher = self.teacher_checkpoint.build_model().to(args.device) if self.teacher_checkpoint else None
+        args, device = self.args, self.model.device
         names = self.loaded["names"]
         rows, results, extras, nfe, teacher_nfe = [], [], [], 0, None
         for b, start in enumerate(range(0, len(names), args.batch_size)):
             stop = min(start + args.batch_size, len(names))
             batch = {k: v[start:stop] if k != "mask" or len(v) > 1 else v for k, v in self.loaded.items()}
-            batch = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            generator = torch.Generator(device=args.device).manual_seed(args.seed + b)
-            panels, result, nfe = self.edit(self.network(model, stop - start), batch, generator)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            generator = torch.Generator(device=device).manual_seed(args.seed + b)
+            panels, result, nfe = self.edit(batch, generator)
             results.extend(result.cpu().unbind(0))
-            if teacher is not None:
-                generator = torch.Generator(device=args.device).manual_seed(args.seed + b)
-                extra, teacher_nfe = self.baseline(self.network(teacher, stop - start), batch, generator)
-                panels.append(extra)
-                extras.extend(extra.cpu().unbind(0))
+            if self.teacher is not None:
+                generator = torch.Generator(device=device).manual_seed(args.seed + b)
+                out = self.apply(self.teacher, batch, generator)
+                panels.append(out.x)
+                extras.extend(out.x.cpu().unbind(0))
+                teacher_nfe = out.nfe
             rows.append(torch.stack(panels, dim=1).flatten(0, 1).cpu())
         return self.write(names, results, extras, torch.cat(rows), nfe, teacher_nfe)
 
-    def edit(self, fn, batch: dict, generator: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+    def apply(self, model: Model, batch: dict, generator: torch.Generator):
+        """The model's edit of one batch (a teacher: its PF-ODE baseline with --teacher-steps and --solver)."""
+        args, x = self.args, batch["x"]
+        options = {"labels": args.label, "guidance": args.guidance}
+        if model.parameterization == "denoiser":
+            options.update(teacher_steps=args.teacher_steps, solver=args.solver)
+            options["guidance"] = args.guidance if model.guidance is not None else None
+        if args.task == "denoise":
+            return model.denoise(batch["noisy"], args.sigma, **options)
+        if model.parameterization != "denoiser" or args.task == "stroke":  # a teacher's stroke starts at t_1
+            options["sigmas"] = self.sigmas
+        options["generator"] = generator
+        if args.task == "inpaint":
+            return model.inpaint(x, batch["mask"], **options)
+        if args.task == "colorize":
+            return model.colorize(x, **options)
+        if args.task == "super-resolve":
+            return model.super_resolve(x, args.factor, **options)
+        if args.task == "stroke":
+            return model.edit_strokes(x, **options)
+        return model.interpolate(x, batch["x2"], args.alphas, noises=args.input is None, **options)
+
+    def edit(self, batch: dict, generator: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor, int]:
         """(panels of the comparison grid, each (B, C, H, W); the results; NFE) for one batch."""
         from .. import editing
 
-        args, levels, common = self.args, self.sigmas, {"sigma_min": self.sigma_min, "clip_denoised": self.clip}
-        x = batch["x"]
-        if args.task in PROBLEM_TASKS:
-            problem = self.problem(batch)
-            out = editing.edit(fn, problem.reference, problem.transform, problem.mask, levels, generator=generator,
-                               **common)  # fmt: skip
-            shown = x.expand_as(out.x) if args.task == "colorize" else x
-            shown = problem.reference if args.task == "super-resolve" else shown
-            return [shown, problem.known(), out.x], out.x, out.nfe
+        args, x = self.args, batch["x"]
+        if args.task == "denoise":
+            batch["noisy"] = (
+                x + args.sigma * torch.randn(x.shape, generator=generator, device=x.device) if args.add_noise else x
+            )
+        out = self.apply(self.model, batch, generator)
+        if args.task == "inpaint":
+            return [x, editing.inpainting_problem(x, batch["mask"]).known(), out.x], out.x, out.nfe
+        if args.task == "colorize":
+            return [x.expand_as(out.x), editing.colorization_problem(x).known(), out.x], out.x, out.nfe
+        if args.task == "super-resolve":
+            problem = editing.super_resolution_problem(x, args.factor)
+            return [problem.reference, problem.known(), out.x], out.x, out.nfe
         if args.task == "stroke":
-            out = editing.stroke_guided(fn, x, sigmas=levels, generator=generator, **common)
             return [x, x, out.x], out.x, out.nfe
         if args.task == "denoise":
-            noisy = self.noisy(batch, generator)
-            out = editing.denoise(fn, noisy, args.sigma, **common)
-            return [noisy, x, out.x], out.x, out.nfe
+            return [batch["noisy"], x, out.x], out.x, out.nfe
         if args.input is None:
-            out = editing.interpolate_noises(fn, x, batch["x2"], args.alphas, sigmas=levels, generator=generator,
-                                             **common)  # fmt: skip
             return list(out.x.unbind(1)), out.x, out.nfe
-        out = editing.interpolate_images(fn, x, batch["x2"], args.alphas, sigmas=levels, generator=generator,
-                                         **common)  # fmt: skip
         return [x, *out.x.unbind(1), batch["x2"]], out.x, out.nfe
-
-    def noisy(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        if not self.args.add_noise:
-            return batch["x"]
-        z = torch.randn(batch["x"].shape, generator=generator, device=batch["x"].device)
-        return batch["x"] + self.args.sigma * z
-
-    def problem(self, batch: dict):
-        from .. import editing
-
-        if self.args.task == "inpaint":
-            return editing.inpainting_problem(batch["x"], batch["mask"])
-        if self.args.task == "colorize":
-            return editing.colorization_problem(batch["x"])
-        return editing.super_resolution_problem(batch["x"], self.args.factor)
-
-    def baseline(self, denoiser, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """The teacher's PF-ODE result for the same batch, and its NFE."""
-        from ..editing import edit_with_teacher
-        from ..generate import teacher_sigmas
-        from ..sigmas import karras_sigmas
-        from ..solvers import solve_ode
-
-        config = self.teacher_checkpoint.config
-        d, levels = config.diffusion, self.args.teacher_steps or config.sampling.teacher_steps
-        solver = self.args.solver or config.sampling.teacher_solver
-        solver = solver if solver in ("euler", "heun") else "heun"  # guidance needs step-by-step solvers
-        if self.args.task in PROBLEM_TASKS:
-            problem = self.problem(batch)
-            grid = teacher_sigmas(levels, d.sigma_min, d.sigma_max, d.rho)
-            out = edit_with_teacher(denoiser, problem.reference, problem.transform, problem.mask, grid, solver,
-                                    generator, self.clip)  # fmt: skip
-            return out.x, out.nfe
-        top = self.sigmas[0] if self.args.task == "stroke" else self.args.sigma
-        grid = torch.cat([karras_sigmas(max(levels, 2), d.sigma_min, top, d.rho), torch.zeros(1, dtype=torch.float64)])
-        if self.args.task == "stroke":
-            start = batch["x"] + top * torch.randn(batch["x"].shape, generator=generator, device=batch["x"].device)
-        else:
-            start = self.noisy(batch, generator)
-        out = solve_ode(denoiser, start, grid, solver)
-        return (out.x.clamp(-1, 1) if self.clip else out.x), out.nfe
 
     def write(self, names, results, extras, panels: torch.Tensor, nfe: int, teacher_nfe: int | None) -> int:
         from ..evaluation.plots import image_grid, save_png, to_uint8
@@ -344,10 +268,10 @@ class Editor:
         grid = image_grid(panels[: MAX_GRID_ROWS * columns], columns=columns)
         save_png(grid, args.out / "comparison.png", scale=max(1, min(8, 512 // max(grid.shape[:2]))))
         teacher = None
-        if self.teacher_checkpoint is not None:
-            teacher = {"checkpoint": str(self.teacher_checkpoint.path), "nfe": teacher_nfe}
+        if self.teacher is not None:
+            teacher = {"checkpoint": str(self.teacher.checkpoint), "nfe": teacher_nfe}
         summary = {
-            "task": args.task, "checkpoint": str(self.checkpoint.path), "weights": args.weights, "seed": args.seed,
+            "task": args.task, "checkpoint": str(self.model.checkpoint), "weights": args.weights, "seed": args.seed,
             "sigmas": self.sigmas, "nfe": nfe, "teacher": teacher, "outputs": [str(p) for p in written],
             "alphas": args.alphas if args.task == "interpolate" else None,
         }  # fmt: skip
@@ -359,5 +283,5 @@ class Editor:
 
     def columns(self) -> int:
         if self.args.task != "interpolate":
-            return 3 + (self.teacher_checkpoint is not None)
+            return 3 + (self.teacher is not None)
         return len(self.args.alphas) + (2 if self.args.input is not None else 0)

@@ -1,7 +1,6 @@
 """`cm sample`: draw samples from a checkpoint; every setting it needs is read from the checkpoint."""
 
 import argparse
-import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,8 @@ import numpy as np
 from ..devices import available_device
 from ..errors import ConfigError
 from ..files import atomic_path, check_output_folder
+from ..model import Model
 from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
-from ..training.checkpoint import Checkpoint
 
 EXAMPLES = """
 examples:
@@ -127,6 +126,10 @@ def add_conditioning_arguments(parser: argparse.ArgumentParser) -> None:
         type=label_choice,
         help="class-conditional models: a class (3), a list (1,3,7) or 'all', in equal blocks (default: random)",
     )
+    add_guidance_argument(parser)
+
+
+def add_guidance_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance",
         type=float,
@@ -146,16 +149,11 @@ def label_choice(text: str) -> str | list[int]:
         raise argparse.ArgumentTypeError(f"expected a class, comma-separated classes or 'all', got {text!r}") from None
 
 
-def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[float] | None:
+def sampling_sigmas(args: argparse.Namespace, model: Model) -> list[float] | None:
     """The σ's chosen on the command line, or None for the default at --steps."""
-    d = checkpoint.config.diffusion
-    grid_points = args.grid_points or checkpoint.grid_points()
+    d = model.config.diffusion
+    grid_points = args.grid_points or model.grid_points
     if args.sigmas is not None:
-        consistency, last = checkpoint.parameterization == "consistency", args.sigmas[-1]
-        too_low = last < d.sigma_min if consistency else last <= 0
-        if too_low or any(b >= a for a, b in itertools.pairwise(args.sigmas)):
-            low = f"at least σ_min = {d.sigma_min}" if consistency else "positive"
-            raise ConfigError(f"σ's must be strictly decreasing and {low}, got {args.sigmas}")
         return args.sigmas
     try:
         if args.ts is not None:
@@ -169,36 +167,31 @@ def sampling_sigmas(args: argparse.Namespace, checkpoint: Checkpoint) -> list[fl
     return None
 
 
-def check_sampling_options(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
-    """ConfigError for a weight set the checkpoint lacks and for options that do not apply to its kind of model."""
-    checkpoint.weight_set(args.weights)
-    teacher = checkpoint.parameterization == "denoiser"
+def check_sampling_options(args: argparse.Namespace, model: Model) -> None:
+    """ConfigError for options that do not apply to the model's kind (the weight set was checked by `load`)."""
+    teacher = model.parameterization == "denoiser"
     names = ("steps", "sigmas", "ts", "timesteps", "grid_points", "teacher_steps", "solver")
     given = [name for name in names if getattr(args, name) is not None]
     wrong = [name for name in given if (name in ("teacher_steps", "solver")) != teacher]
     if wrong:
         use = "--teacher-steps and --solver" if teacher else "--steps, --sigmas, --ts or --timesteps"
         raise ConfigError(
-            f"--{wrong[0].replace('_', '-')} does not apply: {checkpoint.path} is a {checkpoint.config.train.method} "
-            f"model; use {use}"
+            f"--{wrong[0].replace('_', '-')} does not apply: {model.checkpoint} is a {model.method} model; use {use}"
         )
     if args.grid_points is not None and args.ts is None and args.timesteps is None:
         raise ConfigError("--grid-points applies only with --ts or --timesteps")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import sample_checkpoint
     from ..evaluation.plots import save_samples_picture, to_uint8
-    from ..training.checkpoint import load_checkpoint
+    from ..model import load
 
     check_output_folder(args.out)
-    checkpoint = load_checkpoint(args.checkpoint)
-    check_sampling_options(args, checkpoint)
-    sigmas = sampling_sigmas(args, checkpoint)
-    generated = sample_checkpoint(
-        checkpoint, args.num, steps=args.steps, sigmas=sigmas, teacher_levels=args.teacher_steps,
-        solver=args.solver, labels=args.label, guidance=args.guidance, weights=args.weights, seed=args.seed,
-        device=args.device, progress=True,
+    model = load(args.checkpoint, args.weights, args.device)
+    check_sampling_options(args, model)
+    generated = model.sample(
+        args.num, steps=args.steps, sigmas=sampling_sigmas(args, model), teacher_steps=args.teacher_steps,
+        solver=args.solver, labels=args.label, guidance=args.guidance, seed=args.seed, progress=True,
     )  # fmt: skip
     if generated.x.ndim == 4:  # images: uint8 NHWC as arr_0 and labels as arr_1, the layout openai's evaluator reads
         arrays = {"arr_0": to_uint8(generated.x)}

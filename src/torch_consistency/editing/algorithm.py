@@ -172,14 +172,11 @@ def default_edit_sigmas(sigma_min: float, sigma_max: float, rho: float, steps: i
     return default_sampling_sigmas(steps, sigma_min, sigma_max, rho).tolist()
 
 
-def check_images(images: torch.Tensor, sample_shape: Sequence[int], name: str = "the images") -> None:
-    """DataError unless `images` is a batch (B, C, H, W) of the model's channels and size."""
-    channels, height, width = sample_shape
-    if images.ndim != 4 or images.shape[1] != channels:
-        raise DataError(f"{name} have shape {tuple(images.shape)}; the model needs (B, {channels}, {height}, {width})")
-    if tuple(images.shape[2:]) != (height, width):
-        size = "×".join(map(str, images.shape[2:]))
-        raise DataError(f"{name} are {size}; the model makes {height}×{width} images")
+def check_images(images: torch.Tensor, shape: Sequence[int], name: str = "images") -> None:
+    """DataError naming `name` unless `images` is a batch (B, C, H, W) of images of `shape` (C, H, W)."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
+        expected = ", ".join(map(str, shape))
+        raise DataError(f"{name}: expected a batch of shape (B, {expected}), got {tuple(images.shape)}")
 
 
 def check_task_fits_model(task: str, sample_shape: Sequence[int], factor: int | None = None) -> None:

@@ -54,7 +54,7 @@ def sample_model(
     num_samples: int, *,
     steps: int | None = None, sigmas: Sequence[float] | None = None, teacher_levels: int | None = None,
     solver: str | None = None, labels: int | str | Sequence[int] | None = None, guidance: float | None = None,
-    seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+    seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu", progress: bool = False,
 ) -> Generated:  # fmt: skip
     """Samples from a model: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`; `labels`
     (a class, a list of classes or "all", in equal blocks; default random) and `guidance` w are checked first
@@ -76,8 +76,8 @@ def sample_model(
         levels = sigmas if sigmas is not None else sampling_sigmas(config, steps or 1)
     return generate(
         model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
-        labels=chosen, guidance=w, seed=seed, clip_denoised=config.sampling.clip_denoised, device=device,
-        progress=progress,
+        labels=chosen, guidance=w, seed=seed, batch_size=batch_size, clip_denoised=config.sampling.clip_denoised,
+        device=device, progress=progress,
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torch_consistency.data.toy import eight_gaussians, toy_distribution
-from torch_consistency.evaluation.evaluate import mmd_bandwidths
+from torch_consistency.evaluation.evaluate import mmd_bandwidths, score
 from torch_consistency.evaluation.lowdim import (
     consistency_error,
     gaussian_kernel_sum,
@@ -112,3 +112,15 @@ def test_mmd_bandwidths_without_a_mixture_start_at_a_tenth_of_the_datas_std():
     reference = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])  # variances 4/3 and 16/3 (n − 1)
     width = 0.1 * math.sqrt((4 / 3 + 16 / 3) / 2)
     assert mmd_bandwidths(toy_distribution("two_moons"), reference) == pytest.approx([width * 2**k for k in range(5)])
+
+
+def test_a_2d_score_is_the_mmd_over_five_widths_the_w2_of_2000_points_and_the_coverage():
+    data = eight_gaussians()
+    generator = torch.Generator().manual_seed(3)
+    samples, reference = 1.3 * data.sample(2100, generator), data.sample(2100, generator)  # clusters too far out
+    result = score("model", samples, reference, 1, data)
+    assert result.mmd == pytest.approx(math.sqrt(mmd_squared(samples, reference, (0.05, 0.1, 0.2, 0.4, 0.8))))
+    assert result.w2 == pytest.approx(wasserstein2(samples[:2000], reference[:2000]))
+    coverage = mixture_coverage(samples, data.mixture)
+    assert (result.precision, result.covered) == (coverage.precision, coverage.covered)
+    assert score("model", samples, reference, 1, toy_distribution("two_moons")).covered is None  # no mixture

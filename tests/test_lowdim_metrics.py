@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torch_consistency.data.toy import eight_gaussians, toy_distribution
+from torch_consistency.demo import squashed_onto_segments, uniform_disc
 from torch_consistency.evaluation.evaluate import mmd_bandwidths, score
 from torch_consistency.evaluation.lowdim import (
     consistency_error,
@@ -55,16 +56,8 @@ def test_the_kernel_sum_in_blocks_equals_the_whole_matrix():
 
 
 def _segments_and_disc(points: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The failure modes seen in the demo: each point moved onto the tangent line through its cluster's centre
-    (clusters squashed into segments), and a uniform disc over the whole circle (nothing learned)."""
-    points = points.double()
-    centre = means[torch.cdist(points, means).argmin(1)]
-    tangent = torch.stack([-centre[:, 1], centre[:, 0]], dim=1) / centre.norm(dim=1, keepdim=True)
-    segments = centre + ((points - centre) * tangent).sum(1, keepdim=True) * tangent
-    generator = torch.Generator().manual_seed(5)
-    radius = 0.85 * torch.rand(len(points), generator=generator, dtype=torch.float64).sqrt()
-    angle = 2 * math.pi * torch.rand(len(points), generator=generator, dtype=torch.float64)
-    return segments, torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)
+    """The failure modes seen in the old demo: CD's clusters squashed into segments, CT's uniform disc."""
+    return squashed_onto_segments(points, means), uniform_disc(len(points), 0.85, seed=5)
 
 
 def test_the_demos_mmd_separates_clusters_segments_and_a_disc_where_w2_cannot():

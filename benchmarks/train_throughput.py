@@ -1,12 +1,15 @@
 """Training throughput of teacher, CD (Euler, Heun) and CT steps in fp32 and bf16, measured side by side.
 
-Also the ratio of a CD step's time to the sum of its network passes run alone (goal ≤ 1.15: the step adds
-little beyond the passes it must make) and the peak memory of each step.
+fp32 and bf16 steps alternate round by round and each keeps its median, so a load that changes during the run
+affects both alike; `bf16 / fp32` is the ratio of their throughputs (> 1: bf16 pays). Also the ratio of a step's
+time to the sum of its network passes run alone (goal ≤ 1.15: the step adds little beyond the passes it must
+make) and the peak memory of each step. The header names the CPU capability and whether oneDNN has native bf16.
 
     python benchmarks/train_throughput.py --preset small --size 28 --batch 64
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -92,27 +95,43 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="steps per round (and per pass timing)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating fp32/bf16 rounds per case")
+    parser.add_argument("--cases", default="teacher,cd-euler,cd-heun,ct", help="comma-separated subset")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    cases = [("teacher", "heun"), ("cd", "euler"), ("cd", "heun"), ("ct", "heun")]
-    print(f"U-Net preset {args.preset}, {args.channels}×{args.size}×{args.size}, batch {args.batch}, {args.device}")
-    print(f"{'step':<12}{'precision':<10}{'images/s':>10}{'step / passes':>15}{'peak MB':>10}")
-    for method, solver in cases:
-        for precision in ("fp32", "bf16"):
-            images_per_s, ratio, peak = measure(args, method, solver, precision)
-            name = f"{method} ({solver})" if method == "cd" else method
-            print(f"{name:<12}{precision:<10}{images_per_s:>10.1f}{ratio:>15.3f}{peak:>10.0f}")
+    cases = {"teacher": ("teacher", "heun"), "cd-euler": ("cd", "euler"), "cd-heun": ("cd", "heun"),
+             "ct": ("ct", "heun")}  # fmt: skip
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    print(f"U-Net preset {args.preset}, {args.channels}×{args.size}×{args.size}, batch {args.batch}, {args.device}; "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, oneDNN native bf16: {native}")  # fmt: skip
+    print(f"{'step':<12}{'precision':<10}{'images/s':>10}{'bf16 / fp32':>13}{'step / passes':>15}{'peak MB':>10}")
+    for name in args.cases.split(","):
+        method, solver = cases[name]
+        measured = measure(args, method, solver)
+        label = f"{method} ({solver})" if method == "cd" else method
+        for precision, (images_per_s, ratio, peak) in measured.items():
+            speedup = f"{images_per_s / measured['fp32'][0]:.2f}" if precision == "bf16" else ""
+            print(f"{label:<12}{precision:<10}{images_per_s:>10.1f}{speedup:>13}{ratio:>15.3f}{peak:>10.0f}")
 
 
-def measure(args, method: str, solver: str, precision: str) -> tuple[float, float, float]:
-    """(images/s of a whole training step, step time / sum of its passes run alone, peak memory in MB)."""
-    _, trainer, teacher, x0, draws = setup(args, method, precision, solver)
-    reset_peak_memory(x0.device)
-    step_time = timed(lambda: trainer.step(0, x0, None, draws), args.repeats, x0.device)
-    peak = peak_memory_mb(x0.device)
-    passes = network_passes(args, trainer, teacher, x0, draws, method, solver)
-    return args.batch / step_time, step_time / passes, peak
+def measure(args, method: str, solver: str) -> dict[str, tuple[float, float, float]]:
+    """Per precision: (images/s of a whole training step, step time / sum of its passes run alone, peak MB),
+    the two precisions timed in alternating rounds (median over rounds)."""
+    setups = {precision: setup(args, method, precision, solver) for precision in ("fp32", "bf16")}
+    times, peaks = {p: [] for p in setups}, {}
+    for _ in range(args.rounds):
+        for precision, (_, trainer, _, x0, draws) in setups.items():
+            reset_peak_memory(x0.device)
+            step = lambda trainer=trainer, x0=x0, draws=draws: trainer.step(0, x0, None, draws)  # noqa: E731
+            times[precision].append(timed(step, args.repeats, x0.device))
+            peaks[precision] = max(peaks.get(precision, 0.0), peak_memory_mb(x0.device))
+    results = {}
+    for precision, (_, trainer, teacher, x0, draws) in setups.items():
+        step_time = statistics.median(times[precision])
+        passes = network_passes(args, trainer, teacher, x0, draws, method, solver)
+        results[precision] = (args.batch / step_time, step_time / passes, peaks[precision])
+    return results
 
 
 if __name__ == "__main__":

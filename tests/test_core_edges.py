@@ -425,10 +425,13 @@ def test_time_point_checks():
 
 def test_image_and_task_checks_name_the_problem():
     images = torch.zeros(1, 3, 4, 6)
-    with raises_exactly(DataError, "the images are 4×6; the model makes 8×8 images"):
+    with raises_exactly(DataError, "images: expected a batch of shape (B, 3, 8, 8), got (1, 3, 4, 6)"):
         check_images(images, (3, 8, 8))
-    with raises_exactly(DataError, "the references have shape (1, 3, 4, 6); the model needs (B, 1, 8, 8)"):
-        check_images(images, (1, 8, 8), "the references")
+    with raises_exactly(DataError, "references: expected a batch of shape (B, 1, 8, 8), got (1, 3, 4, 6)"):
+        check_images(images, (1, 8, 8), "references")
+    with raises_exactly(DataError, "images: expected a batch of shape (B, 3, 8, 8), got (3, 8, 8)"):
+        check_images(images[0, :, :2, :2].repeat(1, 4, 4), (3, 8, 8))  # one image, not a batch
+    check_images(torch.zeros(2, 3, 8, 8), (3, 8, 8))
     check_task_fits_model("inpaint", (1, 8, 8))
     check_task_fits_model("colorize", (3, 8, 8))
     check_task_fits_model("super-resolve", (3, 8, 8), factor=2)

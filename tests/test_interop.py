@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -232,3 +233,23 @@ def test_prediction_types_recover_the_clean_sample():
     torch.testing.assert_close(denoised_from_epsilon(x, sigma, noise), x0)
     torch.testing.assert_close(denoised_from_v(x, sigma, v), x0)
     torch.testing.assert_close(denoised_from_sample(x, sigma, x0), x0)
+
+
+def test_export_help_names_exactly_the_methods_that_export(tmp_path):
+    from torch_consistency.config import METHODS
+
+    exported = set()
+    for method in METHODS:
+        config = load_config(None, [*IMAGES, f"train.method={method}", "cd.teacher=unused", "scm.mode=sct"])
+        kind = {"teacher": "denoiser", "scm": "trigflow"}.get(method, "consistency")
+        save_checkpoint(tmp_path / method, 1, config, SHAPE, 0, {"online": build_model(config, kind, SHAPE)}, {}, 1)
+        try:
+            export_diffusers(tmp_path / method, tmp_path / f"out-{method}")
+            exported.add(method)
+        except CheckpointError:
+            pass
+    result = subprocess.run([sys.executable, "-m", "torch_consistency", "export", "--help"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    help_text = " ".join(result.stdout.split())
+    named = re.search(r"Methods that export: ([a-z, ]+) \(", help_text)
+    assert named is not None and set(named.group(1).split(", ")) == exported == {"cd", "ct", "ict", "ect"}

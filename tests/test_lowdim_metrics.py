@@ -1,7 +1,19 @@
+import math
+
 import pytest
 import torch
 
-from torch_consistency.evaluation.lowdim import consistency_error, mmd_squared, wasserstein2
+from torch_consistency.data.toy import eight_gaussians, toy_distribution
+from torch_consistency.demo import squashed_onto_segments, uniform_disc
+from torch_consistency.evaluation.evaluate import mmd_bandwidths, score
+from torch_consistency.evaluation.lowdim import (
+    consistency_error,
+    gaussian_kernel_sum,
+    mixture_coverage,
+    mmd,
+    mmd_squared,
+    wasserstein2,
+)
 
 
 def test_w2_of_a_shifted_copy_is_the_shift():
@@ -17,12 +29,67 @@ def test_w2_is_exact_on_a_tiny_case():
     assert wasserstein2(x, y) == pytest.approx(1.0)
 
 
-def test_mmd_is_near_zero_for_the_same_law_and_grows_with_a_shift():
+def test_mmd_squared_matches_the_closed_form_between_two_gaussians():
+    # x ~ N(a, s²I), y ~ N(b, t²I) in d dimensions, kernel exp(−‖u−v‖²/(2h²)):
+    # E k(x, x') = (h²/(h²+2s²))^{d/2}, E k(x, y) = (h²/(h²+s²+t²))^{d/2} exp(−‖a−b‖²/(2(h²+s²+t²)))
     generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(1000, 2, generator=generator), torch.randn(1000, 2, generator=generator)
-    same = mmd_squared(a, b)
-    shifted = mmd_squared(a, b + 0.5)
-    assert abs(same) < 0.01 and shifted > 10 * max(abs(same), 1e-3)
+    d, s, t, h = 2, 0.3, 0.5, 0.4
+    a, b = torch.tensor([0.0, 0.0]), torch.tensor([0.4, -0.2])
+    x = a + s * torch.randn(2000, d, generator=generator)
+    y = b + t * torch.randn(2000, d, generator=generator)
+    within_x, within_y = (h**2 / (h**2 + 2 * s**2)) ** (d / 2), (h**2 / (h**2 + 2 * t**2)) ** (d / 2)
+    spread = h**2 + s**2 + t**2
+    between = (h**2 / spread) ** (d / 2) * math.exp(-float((a - b).square().sum()) / (2 * spread))
+    expected = within_x + within_y - 2 * between
+    assert mmd_squared(x, y, (h,)) == pytest.approx(expected, rel=0.08)  # the spread of 2000 points: ±6 %
+    assert mmd(x, y, (h,)) == pytest.approx(math.sqrt(expected), rel=0.04)
+    # unbiased: about 0 (± 1e-4) for the same law; keeping the diagonal k(x_i, x_i) = 1 would add 2(1 − E k)/n ≈ 1e-3
+    same = mmd_squared(x, a + s * torch.randn(2000, d, generator=generator), (0.05,))
+    assert abs(same) < 3e-4
+
+
+def test_the_kernel_sum_in_blocks_equals_the_whole_matrix():
+    generator = torch.Generator().manual_seed(1)
+    a, b = torch.randn(37, 2, generator=generator).double(), torch.randn(23, 2, generator=generator).double()
+    whole = sum(torch.exp(-torch.cdist(a, b).square() / (2 * h**2)).sum() for h in (0.1, 0.7))
+    assert float(gaussian_kernel_sum(a, b, (0.1, 0.7), block_entries=50)) == pytest.approx(float(whole), rel=1e-12)
+
+
+def _segments_and_disc(points: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The failure modes seen in the old demo: CD's clusters squashed into segments, CT's uniform disc."""
+    return squashed_onto_segments(points, means), uniform_disc(len(points), 0.85, seed=5)
+
+
+def test_the_demos_mmd_separates_clusters_segments_and_a_disc_where_w2_cannot():
+    data = eight_gaussians()
+    generator = torch.Generator().manual_seed(0)
+    reference, clusters = data.sample(2000, generator).double(), data.sample(2000, generator).double()
+    segments, disc = _segments_and_disc(clusters, data.mixture.means)
+    bandwidths = mmd_bandwidths(data, reference)
+    assert bandwidths == pytest.approx((0.05, 0.1, 0.2, 0.4, 0.8))  # from the components' std 0.05
+    scores = {name: mmd(x, reference, bandwidths) for name, x in [("clusters", clusters), ("segments", segments),
+                                                                 ("disc", disc)]}  # fmt: skip
+    assert scores["clusters"] < 0.15 * scores["segments"]
+    assert scores["segments"] < 0.75 * scores["disc"]
+    # the exact W2 of the same 2000 points barely tells segments from clusters: its own sampling noise dominates
+    w2 = {name: wasserstein2(x, reference) for name, x in [("clusters", clusters), ("segments", segments)]}
+    assert w2["segments"] < 1.5 * w2["clusters"]
+
+
+def test_mixture_coverage_counts_points_inside_each_components_99_percent_region():
+    data = eight_gaussians(component_std=0.05)
+    means = data.mixture.means
+    generator = torch.Generator().manual_seed(0)
+    fresh = mixture_coverage(data.sample(20000, generator), data.mixture)
+    assert fresh.precision == pytest.approx(0.99, abs=0.003) and fresh.covered == 8 and fresh.components == 8
+    # radius² ≤ χ²₂(0.99)·s² = −2 ln(0.01)·s²: just inside and just outside that circle around the first mean
+    edge = 0.05 * math.sqrt(-2 * math.log(0.01))
+    inside = means[0] + torch.tensor([[0.99 * edge, 0.0]], dtype=torch.float64)
+    outside = means[0] + torch.tensor([[0.0, 1.01 * edge]], dtype=torch.float64)
+    both = mixture_coverage(torch.cat([inside, outside]), data.mixture)
+    assert both.precision == 0.5 and both.covered == 1
+    _, disc = _segments_and_disc(data.sample(5000, generator), means)
+    assert mixture_coverage(disc, data.mixture).covered == 0
 
 
 def test_consistency_error_is_zero_for_the_exact_function_and_not_for_the_denoiser(gaussian):
@@ -32,3 +99,21 @@ def test_consistency_error_is_zero_for_the_exact_function_and_not_for_the_denois
     wrong = consistency_error(gaussian.denoiser, gaussian.denoiser, x0, sigmas, 0.002)
     assert exact.mean < 5e-5  # the reference ODE solution is accurate to about 2e-5 here
     assert wrong.mean > 1e-2
+
+
+def test_mmd_bandwidths_without_a_mixture_start_at_a_tenth_of_the_datas_std():
+    reference = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])  # variances 4/3 and 16/3 (n − 1)
+    width = 0.1 * math.sqrt((4 / 3 + 16 / 3) / 2)
+    assert mmd_bandwidths(toy_distribution("two_moons"), reference) == pytest.approx([width * 2**k for k in range(5)])
+
+
+def test_a_2d_score_is_the_mmd_over_five_widths_the_w2_of_2000_points_and_the_coverage():
+    data = eight_gaussians()
+    generator = torch.Generator().manual_seed(3)
+    samples, reference = 1.3 * data.sample(2100, generator), data.sample(2100, generator)  # clusters too far out
+    result = score("model", samples, reference, 1, data)
+    assert result.mmd == pytest.approx(math.sqrt(mmd_squared(samples, reference, (0.05, 0.1, 0.2, 0.4, 0.8))))
+    assert result.w2 == pytest.approx(wasserstein2(samples[:2000], reference[:2000]))
+    coverage = mixture_coverage(samples, data.mixture)
+    assert (result.precision, result.covered) == (coverage.precision, coverage.covered)
+    assert score("model", samples, reference, 1, toy_distribution("two_moons")).covered is None  # no mixture

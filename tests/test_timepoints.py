@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from helpers import tiny_config
@@ -42,3 +45,30 @@ def test_searched_sigmas_are_stored_in_the_checkpoint_and_used_by_default(tmp_pa
     assert sampling_sigmas(reloaded.config, 2) == [80.0, 0.7]
     assert sampling_sigmas(reloaded.config, 3) == [80.0, 0.7, 0.1]
     assert len(sampling_sigmas(reloaded.config, 4)) == 4
+
+
+def test_cm_eval_searches_the_sigmas_of_a_2d_checkpoint_and_refuses_a_teacher(tmp_path):
+    # two moons: no exact ODE, so `cm eval` skips the (slow) consistency error; the MMD's kernel is a tenth of the std
+    train(
+        tiny_config("train.method=ct", "train.total_steps=20", "data.name=two_moons"), tmp_path / "ct", progress=False
+    )
+    train(tiny_config("train.total_steps=1"), tmp_path / "teacher", progress=False)
+
+    def cm_eval(run: str, out: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch_consistency", "eval", "--checkpoint", str(tmp_path / run),
+                   "--search-sigmas", "--steps", "2", "--num", "200", "--out", str(tmp_path / out)]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    result = cm_eval("ct", "eval")
+    assert result.returncode == 0, result.stderr
+    config = load_checkpoint(tmp_path / "ct").config
+    grid = karras_sigmas(load_checkpoint(tmp_path / "ct").grid_points(), 0.002, 80.0, 7.0).tolist()
+    assert len(config.sampling.sigmas_2) == 2 and len(config.sampling.sigmas_3) == 3
+    assert config.sampling.sigmas_3[:2] == config.sampling.sigmas_2 and config.sampling.sigmas_2[0] == 80.0
+    assert all(any(s == pytest.approx(g) for g in grid) for s in config.sampling.sigmas_3)  # points of the grid
+    assert config.sampling.sigmas_3[2] < config.sampling.sigmas_2[1]
+    assert "σ's [80.0" in result.stdout  # each point tried is printed with its MMD
+
+    refused = cm_eval("teacher", "teacher-eval")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "search-sigmas" in refused.stderr and not (tmp_path / "teacher-eval").exists()

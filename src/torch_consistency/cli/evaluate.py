@@ -14,7 +14,10 @@ examples:
       --out results/cifar-cd
   cm eval --checkpoint runs/mnist-cd --search-sigmas --out results/search          # stores the best 2-/3-step σ's
 
-Low-dimensional data: W2, MMD² and (for Gaussian mixtures) the consistency error against the exact ODE.
+Low-dimensional data: the MMD with Gaussian kernels of width h, 2h, 4h, 8h and 16h (h: a Gaussian mixture's
+component std, else a tenth of the data's std) on --num samples, the exact W2 on the first 2000, and for mixtures the
+share of samples inside a component, the components covered and the consistency error against the exact ODE.
+--search-sigmas scores the time points by FD (images, 2000 samples) or by that MMD (vectors, --num samples).
 Images: the Fréchet distance (FID on Inception features; FD_classifier on the features of a classifier trained
 on the same labelled data, which is not comparable with FID), KID and k = 3 precision/recall against the
 held-out split (data.holdout_fraction) or the training images. The data floor compares two real sets.
@@ -26,7 +29,7 @@ the label they were sampled for (random labels, uniform over the classes).
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
-        help="score a checkpoint at several step counts (W2/MMD² for vectors; FD, KID, precision/recall for images)",
+        help="score a checkpoint at several step counts (MMD, W2 for vectors; FD, KID, precision/recall for images)",
         description="Score samples of a checkpoint against held-out data and write OUT/results.json, "
         "OUT/results.md and pictures. The data floor (two real sets) is reported beside them.",
         epilog=EXAMPLES,
@@ -36,7 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--steps", type=counts(1), default=[1, 2, 4], help="consistency steps to score (default 1,2,4)")
     parser.add_argument("--teacher-steps", type=counts(2), default=[18], help="teacher Karras levels (default 18)")
-    parser.add_argument("--num", type=integer(2), help="samples per score (default 2000 vectors, 10000 images)")
+    parser.add_argument("--num", type=integer(2), help="samples per score (default 10000)")
     parser.add_argument("--features", choices=("classifier", "inception"), default="classifier", help="image features")
     parser.add_argument("--inception-weights", type=Path, help="pytorch-fid, torch-fidelity or clean-fid weights")
     parser.add_argument(
@@ -111,8 +114,10 @@ def check_evaluation_options(args: argparse.Namespace, checkpoint) -> None:
         raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
     if args.features != "inception" and (args.inception_weights is not None or args.allow_torchscript):
         raise ConfigError("--inception-weights and --allow-torchscript go with --features inception")
-    if args.search_sigmas and checkpoint.parameterization != "consistency":
-        raise ConfigError("--search-sigmas applies to consistency models on σ's, not teachers or sCM (TrigFlow)")
+    if args.search_sigmas:
+        from ..evaluation.timepoints import check_searchable
+
+        check_searchable(checkpoint)
 
 
 def run_vectors(args: argparse.Namespace, checkpoint) -> int:
@@ -122,8 +127,10 @@ def run_vectors(args: argparse.Namespace, checkpoint) -> int:
     from ..evaluation.report import scores_table
     from ..files import write_json_atomic, write_text_atomic
 
-    num = args.num or 2000
+    num = args.num or 10_000
     dataset = build_dataset(checkpoint.config.data)
+    if args.search_sigmas:
+        search_and_store_sigmas(checkpoint, dataset, num, args)
     scores, samples = evaluate_checkpoint(
         checkpoint, dataset, label=checkpoint.config.train.method, steps=args.steps,
         teacher_levels=args.teacher_steps, num_samples=num, seed=args.seed, guidance=args.guidance,
@@ -143,7 +150,21 @@ def run_vectors(args: argparse.Namespace, checkpoint) -> int:
     if error is not None:
         text += f"\nMean consistency error against the exact ODE: {error.mean:.4g}\n"
     write_text_atomic(args.out / "results.md", text)
-    save_scatter_grid(samples, args.out / "samples.png")
+    save_scatter_grid({name: x[:2000] for name, x in samples.items()}, args.out / "samples.png")
     print(text)
     print(f"results in {args.out}")
     return 0
+
+
+def search_and_store_sigmas(checkpoint, dataset, num: int, args: argparse.Namespace) -> None:
+    """Greedy ternary search of the 2- and 3-step σ's on the MMD of the scores; stored in the checkpoint."""
+    from ..evaluation.evaluate import held_out, mmd_bandwidths
+    from ..evaluation.lowdim import mmd
+    from ..evaluation.timepoints import search_checkpoint_sigmas
+    from ..training.checkpoint import store_sampling_sigmas
+
+    reference = held_out(dataset, num, args.seed)
+    bandwidths = mmd_bandwidths(dataset, reference)
+    found = search_checkpoint_sigmas(checkpoint, lambda x: mmd(x, reference, bandwidths), num, args.seed, args.device)
+    store_sampling_sigmas(checkpoint, found)
+    print(f"stored in {checkpoint.path}: " + ", ".join(f"{n} steps {v}" for n, v in found.items()))

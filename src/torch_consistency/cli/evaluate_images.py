@@ -130,22 +130,12 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
 
 def search_and_store_sigmas(checkpoint: Checkpoint, reference, extractor: FeatureExtractor, args) -> None:
     """Greedy ternary search of the 2- and 3-step σ's on the FD of 2,000 samples; stored in the checkpoint."""
-    from ..evaluation.evaluate import sample_checkpoint
-    from ..evaluation.timepoints import greedy_time_points
-    from ..sigmas import karras_sigmas
+    from ..evaluation.timepoints import search_checkpoint_sigmas
     from ..training.checkpoint import store_sampling_sigmas
 
-    if checkpoint.parameterization != "consistency":
-        raise ConfigError("--search-sigmas applies to consistency models on σ's, not teachers or sCM (TrigFlow)")
-    d = checkpoint.config.diffusion
-    grid = karras_sigmas(checkpoint.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
+    def fd(samples):
+        return score_images("search", samples, 0, reference, extractor).fd
 
-    def objective(sigmas: list[float]) -> float:
-        generated = sample_checkpoint(checkpoint, 2000, sigmas=sigmas, seed=args.seed + 1, device=args.device)
-        score = score_images("search", generated.x, generated.nfe, reference, extractor)
-        print(f"  σ's {[round(s, 4) for s in sigmas]}: {extractor.metric_name} {score.fd:.4f}")
-        return score.fd
-
-    found = greedy_time_points(objective, grid, max_steps=3)
+    found = search_checkpoint_sigmas(checkpoint, fd, 2000, args.seed, args.device)
     store_sampling_sigmas(checkpoint, found)
     print(f"stored in {checkpoint.path}: " + ", ".join(f"{n} steps {v}" for n, v in found.items()))

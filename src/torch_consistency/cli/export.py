@@ -14,14 +14,16 @@ then, in Python:
   images = pipe(batch_size=16, num_inference_steps=1).images   # one step
   images = pipe(batch_size=16, timesteps=[11, 0]).images       # two steps: diffusers' timesteps on the training grid
 
-Only consistency models (cd, ct) with network.kind = unet and the openai noise conditioning (250·ln σ) export.
+Methods that export: cd, ct, ict, ect (consistency models f(x, σ)), with network.kind = unet, square images and
+the openai noise conditioning (250·ln σ, the one diffusers' scheduler feeds). Teachers and scm (sCT, sCD: TrigFlow
+models of t) do not: ConsistencyModelPipeline has no TrigFlow sampler.
 """
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "export",
-        help="export a consistency checkpoint for diffusers",
+        help="export a consistency model (cd, ct, ict, ect) for diffusers",
         description="Write a folder that diffusers' ConsistencyModelPipeline.from_pretrained loads:\n"
         "  unet/       the UNet2DModel with the chosen weights (safetensors)\n"
         "  scheduler/  CMStochasticIterativeScheduler with the checkpoint's σ_min, σ_max, σ_data, ρ, clip_denoised\n"

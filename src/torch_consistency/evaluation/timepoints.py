@@ -2,9 +2,17 @@
 
 The search runs over indices of the training grid (descending σ's). For 2 steps it picks σ_2 in
 (σ_max, σ_min); for 3 steps it keeps that σ_2 and picks σ_3 below it: greedy, one point at a time.
+`search_checkpoint_sigmas` runs it on a checkpoint's samples with any metric (FD for images, MMD for vectors).
 """
 
 from collections.abc import Callable, Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..sigmas import karras_sigmas
+from ..training.checkpoint import Checkpoint
+from .evaluate import sample_checkpoint
 
 Objective = Callable[[list[float]], float]
 
@@ -45,3 +53,30 @@ def greedy_time_points(objective: Objective, grid: Sequence[float], max_steps: i
         chosen = [*chosen, float(grid[lowest])]
         found[steps] = chosen
     return found
+
+
+def check_searchable(checkpoint: Checkpoint) -> None:
+    """Only consistency models sampled on σ's have time points to search."""
+    if checkpoint.parameterization != "consistency":
+        raise ConfigError("--search-sigmas applies to consistency models on σ's, not teachers or sCM (TrigFlow)")
+
+
+def search_checkpoint_sigmas(
+    checkpoint: Checkpoint,
+    metric: Callable[[torch.Tensor], float],
+    num_samples: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict[int, list[float]]:
+    """The 2- and 3-step σ's on the checkpoint's training grid that minimise `metric` of `num_samples` samples."""
+    check_searchable(checkpoint)
+    d = checkpoint.config.diffusion
+    grid = karras_sigmas(checkpoint.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
+
+    def objective(sigmas: list[float]) -> float:
+        value = metric(sample_checkpoint(checkpoint, num_samples, sigmas=sigmas, seed=seed + 1, device=device).x)
+        log(f"  σ's {[round(s, 4) for s in sigmas]}: {value:.4f}")
+        return value
+
+    return greedy_time_points(objective, grid, max_steps=3)

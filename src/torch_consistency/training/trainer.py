@@ -1,5 +1,6 @@
 """One optimisation step of any method: loss, gradient, clipping, optimizer, target and EMA updates."""
 
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -31,6 +32,20 @@ def evaluation_ema_rate(rate: float, step: int) -> float:
     return min(rate, (1 + step) / (10 + step))
 
 
+def warn_if_bf16_is_slow(precision: str, device: torch.device) -> None:
+    """One line on stderr when bf16 autocast runs on a CPU without native bf16 (no AVX512-BF16/AMX for oneDNN):
+    its bf16 convolutions then take a slow fallback path, 8–10× slower each than fp32."""
+    if precision != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(
+        f"warning: train.precision = 'bf16' on a CPU without native bf16 ({capability}, oneDNN has no bf16 kernels "
+        "for it): bf16 convolutions fall back to a slow path, 8-10x slower each than fp32; use fp32 on this CPU "
+        "(bf16 pays on GPUs and on CPUs with AVX512-BF16 or AMX)",
+        file=sys.stderr,
+    )
+
+
 @dataclass
 class StepResult:
     loss: torch.Tensor
@@ -60,6 +75,7 @@ class Trainer:
         model = model.to(device, memory_format=memory_format).train()
         target = ema_copy(model) if method.uses_target else None
         emas = {rate: ema_copy(model).eval() for rate in config.train.ema_rates}
+        warn_if_bf16_is_slow(config.train.precision, device)
         autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
             if config.train.precision == "bf16"

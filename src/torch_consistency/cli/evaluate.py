@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from ..evaluation.run import DEFAULT_CACHE
 from .sample import add_checkpoint_arguments, counts, integer
 
 EXAMPLES = """
@@ -50,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache" / "torch-consistency",
+        default=DEFAULT_CACHE,
         help="folder for the classifier and reference statistics",
     )
     parser.add_argument(
@@ -78,93 +79,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import check_output_folder
-    from ..training.checkpoint import load_checkpoint, received_data
+    from ..evaluation.run import evaluate
 
-    check_output_folder(args.out)
-    checkpoint = load_checkpoint(args.checkpoint)
-    check_evaluation_options(args, checkpoint)
-    checkpoint.config.data = received_data(checkpoint.config, args.checkpoint, args.data_path)
-    if len(checkpoint.sample_shape) == 3:
-        from .evaluate_images import run_images
-
-        return run_images(args, checkpoint)
-    return run_vectors(args, checkpoint)
-
-
-def check_evaluation_options(args: argparse.Namespace, checkpoint) -> None:
-    """ConfigError for options that do not fit the checkpoint (checked before any data is read or model trained)."""
-    from ..errors import ConfigError
-    from ..files import check_output_folder
-    from ..generate import sampling_guidance
-
-    checkpoint.weight_set(args.weights)
-    sampling_guidance(checkpoint.config, checkpoint.parameterization, checkpoint.num_classes, args.guidance)
-    if len(checkpoint.sample_shape) != 3:
-        image_options = {"--features inception": args.features == "inception", "--inception-weights":
-                         args.inception_weights, "--reference-stats": args.reference_stats}  # fmt: skip
-        given = [name for name, value in image_options.items() if value]
-        if given:
-            raise ConfigError(f"{given[0]} applies to image checkpoints; {checkpoint.path} makes vectors")
-    else:
-        check_output_folder(args.cache, "--cache")
-        if args.num is not None and args.num < 4:
-            raise ConfigError(f"--num must be at least 4 for images (precision/recall: 3 neighbours), got {args.num}")
-    if args.features == "inception" and args.inception_weights is None:
-        raise ConfigError("--features inception needs --inception-weights PATH (see cm eval --help)")
-    if args.features != "inception" and (args.inception_weights is not None or args.allow_torchscript):
-        raise ConfigError("--inception-weights and --allow-torchscript go with --features inception")
-    if args.search_sigmas:
-        from ..evaluation.timepoints import check_searchable
-
-        check_searchable(checkpoint)
-
-
-def run_vectors(args: argparse.Namespace, checkpoint) -> int:
-    from ..data import build_dataset
-    from ..evaluation.evaluate import consistency_error_of, data_floor, evaluate_checkpoint
-    from ..evaluation.plots import save_scatter_grid
-    from ..evaluation.report import scores_table
-    from ..files import write_json_atomic, write_text_atomic
-
-    num = args.num or 10_000
-    dataset = build_dataset(checkpoint.config.data)
-    if args.search_sigmas:
-        search_and_store_sigmas(checkpoint, dataset, num, args)
-    scores, samples = evaluate_checkpoint(
-        checkpoint, dataset, label=checkpoint.config.train.method, steps=args.steps,
-        teacher_levels=args.teacher_steps, num_samples=num, seed=args.seed, guidance=args.guidance,
+    evaluation = evaluate(
+        args.checkpoint, args.out, steps=args.steps, teacher_steps=args.teacher_steps, num=args.num,
+        weights=args.weights, seed=args.seed, device=args.device, features=args.features,
+        inception_weights=args.inception_weights, allow_torchscript=args.allow_torchscript, cache=args.cache,
+        reference_stats=args.reference_stats, guidance=args.guidance, search_sigmas=args.search_sigmas,
+        data_path=args.data_path,
     )  # fmt: skip
-    floor = data_floor(dataset, num, args.seed)
-    error = consistency_error_of(checkpoint, dataset, num_samples=min(num, 500), seed=args.seed)
-    results = {
-        "checkpoint": str(checkpoint.path),
-        "step": checkpoint.step,
-        "num_samples": num,
-        "data_floor": floor.to_dict(),
-        "scores": [s.to_dict() for s in scores],
-        "consistency_error": None if error is None else {"mean": error.mean, **vars(error)},
-    }
-    write_json_atomic(args.out / "results.json", results)
-    text = f"# Evaluation of {checkpoint.path} (step {checkpoint.step})\n\n{scores_table(scores, floor)}\n"
-    if error is not None:
-        text += f"\nMean consistency error against the exact ODE: {error.mean:.4g}\n"
-    write_text_atomic(args.out / "results.md", text)
-    save_scatter_grid({name: x[:2000] for name, x in samples.items()}, args.out / "samples.png")
-    print(text)
+    print(evaluation.report)
     print(f"results in {args.out}")
     return 0
-
-
-def search_and_store_sigmas(checkpoint, dataset, num: int, args: argparse.Namespace) -> None:
-    """Greedy ternary search of the 2- and 3-step σ's on the MMD of the scores; stored in the checkpoint."""
-    from ..evaluation.evaluate import held_out, mmd_bandwidths
-    from ..evaluation.lowdim import mmd
-    from ..evaluation.timepoints import search_checkpoint_sigmas
-    from ..training.checkpoint import store_sampling_sigmas
-
-    reference = held_out(dataset, num, args.seed)
-    bandwidths = mmd_bandwidths(dataset, reference)
-    found = search_checkpoint_sigmas(checkpoint, lambda x: mmd(x, reference, bandwidths), num, args.seed, args.device)
-    store_sampling_sigmas(checkpoint, found)
-    print(f"stored in {checkpoint.path}: " + ", ".join(f"{n} steps {v}" for n, v in found.items()))

@@ -40,13 +40,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import check_output_folder
-    from ..interop.diffusers import export_diffusers
-    from ..training.checkpoint import load_checkpoint
+    import json
 
-    check_output_folder(args.out, "OUT")
-    checkpoint = load_checkpoint(args.checkpoint)
-    weights = checkpoint.weight_set(args.weights)
-    out = export_diffusers(checkpoint, args.out, weights)
-    print(f"{out} (diffusers ConsistencyModelPipeline from {checkpoint.path}, weights {weights})")
+    from ..api import export_diffusers
+
+    out = export_diffusers(args.checkpoint, args.out, args.weights)
+    source = json.loads((out / "export.json").read_text())
+    print(f"{out} (diffusers ConsistencyModelPipeline from {source['source']}, weights {source['weights']})")
     return 0

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from ..config import METHODS, load_config
-from ..configs import bundled_configs, config_path
+from ..config import METHODS
+from ..configs import bundled_configs
 from ..errors import ConfigError
 
 EXAMPLES = """
@@ -57,7 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.loop import train
+    from ..api import train
 
     if args.resume is not None:
         if args.method or args.config or args.overrides or args.out:
@@ -72,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--out RUN is required: the folder for checkpoints and logs")
         if any(override.partition("=")[0].strip() == "train.method" for override in args.overrides):
             raise ConfigError(f"train.method is the METHOD argument ({args.method}); do not --set it")
-        path = config_path(args.config) if args.config is not None else None
-        config = load_config(path, [f'train.method="{args.method}"', *args.overrides])
-        run_dir = train(config, args.out, progress=not args.no_progress)
+        run_dir = train(args.config, args.out, args.overrides, progress=not args.no_progress, method=args.method)
     print(f"checkpoints in {run_dir / 'checkpoints'}")
     return 0

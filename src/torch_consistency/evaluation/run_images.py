@@ -1,21 +1,24 @@
-"""`cm eval` on an image checkpoint: FD, KID, precision/recall per step count, a table, a plot and grids."""
+"""`evaluate` on an image checkpoint: FD, KID, precision/recall per step count, a table, a plot and grids."""
 
-import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from ..data import build_dataset
 from ..errors import ConfigError
-from ..evaluation.classifier import TrainedClassifier
-from ..evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
-from ..evaluation.frechet import FeatureStatistics
-from ..evaluation.images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
-from ..evaluation.plots import image_grid, save_metric_plot, save_png
 from ..files import write_json_atomic, write_text_atomic
 from ..training.checkpoint import Checkpoint
+from .classifier import TrainedClassifier
+from .features import FeatureExtractor, classifier_extractor, inception_extractor
+from .frechet import FeatureStatistics
+from .images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
+from .plots import image_grid, save_metric_plot, save_png
+
+if TYPE_CHECKING:
+    from .run import Evaluation, EvaluationOptions
 
 
 def build_extractor(
-    args: argparse.Namespace, checkpoint: Checkpoint, classifier: TrainedClassifier | None = None
+    args: "EvaluationOptions", checkpoint: Checkpoint, classifier: TrainedClassifier | None = None
 ) -> FeatureExtractor:
     """Inception from the user's weights file, or the cached classifier of the checkpoint's labelled data."""
     if args.features == "inception":
@@ -23,10 +26,10 @@ def build_extractor(
     return classifier_extractor(classifier or evaluation_classifier(args, checkpoint))
 
 
-def evaluation_classifier(args: argparse.Namespace, checkpoint: Checkpoint) -> TrainedClassifier:
+def evaluation_classifier(args: "EvaluationOptions", checkpoint: Checkpoint) -> TrainedClassifier:
     """The cached classifier of the checkpoint's labelled data (trained on first use): FD_classifier's features
     and the judge of a class-conditional model's requested-label rate."""
-    from ..evaluation.classifier import load_or_train_classifier
+    from .classifier import load_or_train_classifier
 
     labelled = build_dataset(dataclasses.replace(checkpoint.config.data, holdout_fraction=0.0))
     if labelled.labels is None:
@@ -35,18 +38,18 @@ def evaluation_classifier(args: argparse.Namespace, checkpoint: Checkpoint) -> T
     return load_or_train_classifier(labelled, args.cache, progress=True)
 
 
-def feature_dim(args: argparse.Namespace) -> int:
+def feature_dim(args: "EvaluationOptions") -> int:
     """The dimension of the features `--features` gives, known from the architecture before anything is loaded."""
     if args.features == "inception":
-        from ..evaluation.inception import FEATURES
+        from .inception import FEATURES
 
         return FEATURES
-    from ..evaluation.classifier import ClassifierSettings, ImageClassifier
+    from .classifier import ClassifierSettings, ImageClassifier
 
     return ImageClassifier(1, 1, ClassifierSettings().width).feature_dim
 
 
-def read_reference_stats(args: argparse.Namespace) -> FeatureStatistics | None:
+def read_reference_stats(args: "EvaluationOptions") -> FeatureStatistics | None:
     """The user's --reference-stats, refused before any work when their dimension is not that of the features."""
     if args.reference_stats is None:
         return None
@@ -73,7 +76,9 @@ def metrics_table(scores: list[ImageScore], metric: str) -> str:
     return "\n".join(lines)
 
 
-def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
+def run_images(args: "EvaluationOptions", checkpoint: Checkpoint) -> "Evaluation":
+    from .run import Evaluation
+
     num = args.num or 10_000
     statistics = read_reference_stats(args)
     data = checkpoint.config.data
@@ -111,27 +116,30 @@ def run_images(args: argparse.Namespace, checkpoint: Checkpoint) -> int:
         "scores": [s.to_dict() for s in scores],
         "data_floor": floor.to_dict(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "results.json", results)
     text = (
         f"# Evaluation of {checkpoint.path} (step {checkpoint.step})\n\n"
         f"Features: {extractor.description}. Reference: {results['reference']}.\n\n"
         f"{metrics_table([*scores, floor], extractor.metric_name)}\n"
     )
+    evaluation = Evaluation(results, text, args.out)
+    if args.out is None:
+        return evaluation
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "results.json", results)
     write_text_atomic(args.out / "results.md", text)
     save_metric_plot({label: [(s.nfe, s.fd) for s in scores]}, extractor.metric_name, args.out / "metric_vs_nfe.png",
                      floor=floor.fd)  # fmt: skip
     for name, images in samples.items():
         save_png(image_grid(images), args.out / f"samples-{name.replace(' ', '-')}.png", scale=4)
-    print(text)
-    print(f"results in {args.out}")
-    return 0
+    return evaluation
 
 
-def search_and_store_sigmas(checkpoint: Checkpoint, reference, extractor: FeatureExtractor, args) -> None:
+def search_and_store_sigmas(
+    checkpoint: Checkpoint, reference: Reference, extractor: FeatureExtractor, args: "EvaluationOptions"
+) -> None:
     """Greedy ternary search of the 2- and 3-step σ's on the FD of 2,000 samples; stored in the checkpoint."""
-    from ..evaluation.timepoints import search_checkpoint_sigmas
     from ..training.checkpoint import store_sampling_sigmas
+    from .timepoints import search_checkpoint_sigmas
 
     def fd(samples):
         return score_images("search", samples, 0, reference, extractor).fd

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 import torch_consistency as tc
+from torch_consistency.config import load_config
+from torch_consistency.nets import build_model
+from torch_consistency.training.checkpoint import save_checkpoint
 
 
 def test_every_public_name_resolves_and_is_listed_once():
@@ -39,3 +42,40 @@ def test_user_errors_of_the_api_are_one_exception_type(tmp_path):
         assert issubclass(subclass, tc.UserInputError)
     with pytest.raises(tc.UserInputError, match="no-run"):
         tc.load(tmp_path / "no-run")
+
+
+@pytest.fixture(scope="module")
+def vectors_run(tmp_path_factory):
+    """An untrained checkpoint of a tiny MLP on eight 2-D Gaussians."""
+    run = tmp_path_factory.mktemp("runs") / "ct"
+    config = load_config(None, ["train.method=ct", "network.width=16", "network.depth=1"])
+    model = build_model(config, "consistency", (2,), 0)
+    ema = build_model(config, "consistency", (2,), 0)
+    save_checkpoint(run, 1, config, (2,), 0, {"online": model, "ema-0.999": ema}, {}, keep=1)
+    return run
+
+
+BAD_WORKFLOWS = [
+    (lambda run, out: tc.train("toy_ct", out, resume=True), "resume"),
+    (lambda run, out: tc.train("no_such_config", out), "no_such_config"),
+    (lambda run, out: tc.train("toy_ct", out, ["optim.lr=-1"]), "optim.lr"),
+    (lambda run, out: tc.train("toy_ct", out, data_path=run), "data_path"),
+    (lambda run, out: tc.evaluate(run, out, steps=[0]), "steps"),
+    (lambda run, out: tc.evaluate(run, out, teacher_steps=[1]), "teacher_steps"),
+    (lambda run, out: tc.evaluate(run, out, num=1), "num"),
+    (lambda run, out: tc.evaluate(run, out, guidance=2.0), "guidance"),
+    (lambda run, out: tc.evaluate(run, out, weights="ema-0.5"), "ema-0.5"),
+    (lambda run, out: tc.evaluate(out, out), "does not exist"),
+    (lambda run, out: tc.export_diffusers(run, out), "unet"),
+]
+
+
+@pytest.mark.parametrize(("call", "fragment"), BAD_WORKFLOWS, ids=[case[1] for case in BAD_WORKFLOWS])
+def test_bad_arguments_to_the_workflows_raise_a_user_error_and_write_nothing(vectors_run, tmp_path, call, fragment):
+    out = tmp_path / "out"
+    before = sorted(vectors_run.rglob("*"))
+    with pytest.raises(tc.UserInputError) as raised:
+        call(vectors_run, out)
+    message = str(raised.value)
+    assert fragment in message and "\n" not in message, message
+    assert not out.exists() and sorted(vectors_run.rglob("*")) == before

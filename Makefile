@@ -23,6 +23,7 @@ demo: $(BIN)/cm
 test: $(BIN)/cm
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/cm

@@ -9,6 +9,7 @@ import itertools
 import math
 import tomllib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for name, value in values.items():
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             kwargs[name] = _build(kind, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(kind, value, f"{prefix}{name}")
@@ -332,7 +333,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> "Config":
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> "Config":
     """Read a TOML file (or start from defaults when `path` is None), apply overrides, validate."""
     values: dict[str, Any] = {}
     if path is not None:
@@ -496,6 +497,7 @@ def _validate_guidance(config: Config) -> None:
     )
     if has_guidance_input(config):
         section = guidance_section(config)
+        assert section is not None  # has_guidance_input: a cd or scd section
         name = config.train.method
         _require(
             section.guidance_min <= config.sampling.guidance <= section.guidance_max,

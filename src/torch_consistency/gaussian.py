@@ -81,9 +81,10 @@ class GaussianMixture:
     @property
     def _eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (K, d) and eigenvectors (K, d, d) of the component covariances, computed once."""
-        if getattr(self, "_eigen_cache", None) is None or self._eigen_cache[0].device != self.means.device:
-            self._eigen_cache = torch.linalg.eigh(self.covariances)
-        return self._eigen_cache
+        cache: tuple[torch.Tensor, torch.Tensor] | None = getattr(self, "_eigen_cache", None)
+        if cache is None or cache[0].device != self.means.device:
+            cache = self._eigen_cache = tuple(torch.linalg.eigh(self.covariances))
+        return cache
 
     def stds(self) -> torch.Tensor:
         """Overall standard deviation of each coordinate of the mixture."""

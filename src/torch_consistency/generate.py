@@ -1,7 +1,7 @@
 """Draw samples from a trained model in batches: a consistency model at given σ's (a TrigFlow model at given t's),
 or a teacher by its ODE; for chosen classes and, for models that take it, a guidance scale w (guidance.py)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,9 +11,9 @@ from .config import Config, guidance_section, has_guidance_input, has_null_class
 from .errors import ConfigError
 from .guidance import guided_denoiser, network_calls
 from .parameterization import Preconditioned
-from .samplers import sample_multistep, sample_trigflow
+from .samplers import SampleResult, sample_multistep, sample_trigflow
 from .sigmas import karras_sigmas
-from .solvers import solve_ode
+from .solvers import ODESolution, solve_ode
 from .trigflow import TrigFlowModel
 
 
@@ -62,7 +62,7 @@ def generate(
     """
     memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
     if not placed(model, device, memory_format):
-        model = model.to(device, memory_format=memory_format)
+        model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # stubs omit it
     if any(module.training for module in model.modules()):
         model.eval()
     outputs, all_labels, nfe = [], [], 0
@@ -83,16 +83,21 @@ def generate(
         def network(x, sigma, labels=batch_labels, w=w):
             return model(x, sigma, labels, guidance=w)
 
+        result: SampleResult | ODESolution
         if model.parameterization == "consistency":
             result = sample_multistep(network, sigmas, noise, sigma_min, generator, clip_denoised)
-        elif model.parameterization == "trigflow":
-            result = sample_trigflow(
-                lambda x, t, labels=batch_labels, w=w: model.consistency(x, t, labels, w), sigmas, noise,
-                model.sigma_data, generator, clip_denoised,
-            )  # fmt: skip
+        elif isinstance(model, TrigFlowModel):
+
+            def consistency(x, t, labels=batch_labels, w=w, trigflow=model):
+                return trigflow.consistency(x, t, labels, w)
+
+            result = sample_trigflow(consistency, sigmas, noise, model.sigma_data, generator, clip_denoised)
         else:
             levels = torch.as_tensor(sigmas, dtype=torch.float64)
-            denoiser = network if guidance is None else guided_denoiser(model, batch_labels, num_classes, guidance)
+            denoiser: Callable[..., torch.Tensor] = network
+            if guidance is not None:
+                assert batch_labels is not None  # guidance is checked first: only a class-conditional model takes it
+                denoiser = guided_denoiser(model, batch_labels, num_classes, guidance)
             result = solve_ode(denoiser, noise * float(levels[0]), levels, solver or "heun", generator=generator)
             result.nfe *= network_calls(guidance)
             if clip_denoised:
@@ -148,6 +153,7 @@ def sampling_guidance(config: Config, parameterization: str, num_classes: int, g
         return w
     if parameterization != "denoiser" and has_guidance_input(config):
         section = guidance_section(config)
+        assert section is not None  # has_guidance_input: a cd or scd section
         w = config.sampling.guidance if guidance is None else float(guidance)
         if not section.guidance_min <= w <= section.guidance_max:
             raise ConfigError(

@@ -402,7 +402,7 @@ class Model:
             raise ConfigError(
                 f"editing needs an image model; {self.checkpoint} makes samples of shape {self.sample_shape}"
             )
-        return self.sample_shape  # type: ignore[return-value]
+        return self.sample_shape
 
     def _images(self, images: torch.Tensor, name: str, shape: Sequence[int] | None = None) -> torch.Tensor:
         """`images` checked to be a batch (B, *shape) (default: the model's sample shape), as floats on the device."""

@@ -5,6 +5,7 @@
 """
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -13,6 +14,8 @@ from .parameterization import append_dims
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TeacherStep = Callable[[Network, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Online = TypeVar("Online")
+Target = TypeVar("Target")
 WEIGHTINGS = ("uniform", "snr", "snr+1", "karras", "truncated-snr", "inverse-delta")
 
 
@@ -57,8 +60,8 @@ def _set_device_rng_state(device: torch.device, state: torch.Tensor) -> None:
 
 
 def paired_passes(
-    online: Callable[[], torch.Tensor], target: Callable[[], torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+    online: Callable[[], Online], target: Callable[[], Target], device: torch.device
+) -> tuple[Online, Target]:
     """Run the online pass, then the target pass without gradient on the same random stream of `device`.
 
     Both passes therefore draw the same dropout mask (reference.md §4); the stream continues after the

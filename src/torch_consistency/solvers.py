@@ -104,7 +104,7 @@ def _solve_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -
             x = denoised
             break
         step = math.log(sigma) - math.log(sigma_next)  # h = λ_next − λ
-        if previous_denoised is not None:
+        if previous_denoised is not None and previous_step is not None:
             r = previous_step / step
             denoised_estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous_denoised
         else:

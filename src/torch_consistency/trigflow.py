@@ -72,7 +72,8 @@ def velocity_tangent(
     (cos t sin t·(dx_t/dt)/σ_d, cos t sin t) (§10). No finite differences."""
     scale = torch.cos(t) * torch.sin(t)
     tangents = (append_dims(scale, x_t.ndim) * dxdt / sigma_data, scale)
-    return torch.func.jvp(velocity, (x_t / sigma_data, t), tangents)
+    output, derivative = torch.func.jvp(velocity, (x_t / sigma_data, t), tangents)[:2]
+    return output, derivative
 
 
 def scm_tangent(

@@ -72,7 +72,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     if task in needs and getattr(args, needs[task]) is None:
         raise ConfigError(f"{task} needs --{needs[task]}")
     stepped = ("inpaint", "colorize", "super-resolve", "stroke", "interpolate")  # all but denoise (it uses --sigma)
-    allowed = {"mask": ("inpaint",), "factor": ("super-resolve",), "sigma": ("denoise",), "input2": ("interpolate",)}
+    allowed: dict[str, tuple[str, ...]] = {
+        "mask": ("inpaint",),
+        "factor": ("super-resolve",),
+        "sigma": ("denoise",),
+        "input2": ("interpolate",),
+    }
     allowed.update(seed2=("interpolate",), sigmas=stepped, steps=stepped)
     for option, tasks in allowed.items():
         if getattr(args, option) is not None and task not in tasks:
@@ -133,9 +138,8 @@ def load_inputs(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict[s
             if missing:
                 raise DataError(f"mask folder {args.mask} has no mask named {missing[0]}")
             masks = [by_name[f.name] for f in files]
-        loaded["mask"] = torch.stack([read_mask(m, (height, width), f"mask {m}") for m in masks])[:, None]
-        if not args.mask.is_dir():
-            loaded["mask"] = loaded["mask"][:1]
+        mask = torch.stack([read_mask(m, (height, width), f"mask {m}") for m in masks])[:, None]
+        loaded["mask"] = mask if args.mask.is_dir() else mask[:1]
     if args.task == "interpolate":
         others = list_pngs(args.input2, "input2")
         if len(others) != len(files):
@@ -188,7 +192,10 @@ class Editor:
     def run(self) -> int:
         args, device = self.args, self.model.device
         names = self.loaded["names"]
-        rows, results, extras, nfe, teacher_nfe = [], [], [], 0, None
+        rows: list = []
+        results: list = []
+        extras: list = []
+        nfe, teacher_nfe = 0, None
         for b, start in enumerate(range(0, len(names), args.batch_size)):
             stop = min(start + args.batch_size, len(names))
             batch = {k: v[start:stop] if k != "mask" or len(v) > 1 else v for k, v in self.loaded.items()}

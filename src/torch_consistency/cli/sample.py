@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if generated.guidance is not None:
         arrays["guidance"] = np.array(generated.guidance)
     with atomic_path(args.out / "samples.npz") as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
     picture = save_samples_picture(generated.x, args.out / "samples.png", title=f"{generated.nfe} NFE")
     print(f"{len(generated.x)} samples at {generated.nfe} NFE: {args.out / 'samples.npz'}, {picture}")
     return 0

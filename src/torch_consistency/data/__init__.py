@@ -35,4 +35,30 @@ def build_dataset(config: DataConfig) -> Dataset:
     return dataset
 
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "PATH_DATASETS", "Dataset", "Distribution", "ImageDataset", "build_dataset"]
+def build_vectors(config: DataConfig) -> Distribution:
+    """`build_dataset` for a low-dimensional distribution; DataError for image data."""
+    dataset = build_dataset(config)
+    if not isinstance(dataset, Distribution):
+        raise DataError(f"data.name = {config.name} holds images; a low-dimensional distribution is needed here")
+    return dataset
+
+
+def build_images(config: DataConfig) -> ImageDataset:
+    """`build_dataset` for images; DataError for a low-dimensional distribution."""
+    dataset = build_dataset(config)
+    if not isinstance(dataset, ImageDataset):
+        raise DataError(f"data.name = {config.name} is a low-dimensional distribution; images are needed here")
+    return dataset
+
+
+__all__ = [
+    "DATASETS",
+    "IMAGE_DATASETS",
+    "PATH_DATASETS",
+    "Dataset",
+    "Distribution",
+    "ImageDataset",
+    "build_dataset",
+    "build_images",
+    "build_vectors",
+]

@@ -153,10 +153,10 @@ def load_mnist(path: str | Path) -> ImageDataset:
     labels_path = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
     labels = None
     if labels_path.exists():
-        labels = _read_idx(labels_path)
-        if labels.shape != (len(images),):
-            raise DataError(f"{labels_path} has {labels.shape} labels for {len(images)} images")
-        labels = torch.from_numpy(labels.astype(np.int64))
+        label_array = _read_idx(labels_path)
+        if label_array.shape != (len(images),):
+            raise DataError(f"{labels_path} has {label_array.shape} labels for {len(images)} images")
+        labels = torch.from_numpy(label_array.astype(np.int64))
     return ImageDataset("mnist", torch.from_numpy(images.copy())[:, None], labels)
 
 
@@ -259,7 +259,9 @@ def _fit(image: Image.Image, resolution: int) -> Image.Image:
     """Resize the short side to `resolution` (bicubic) and crop the centre square."""
     width, height = image.size
     scale = resolution / min(width, height)
-    image = image.resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))), Image.BICUBIC)
+    image = image.resize(
+        (max(resolution, round(width * scale)), max(resolution, round(height * scale))), Image.Resampling.BICUBIC
+    )
     width, height = image.size
     left, top = (width - resolution) // 2, (height - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution))

@@ -160,6 +160,7 @@ def train_classifier(
         if progress:
             print(f"epoch {epoch + 1}/{epochs}: mean loss {np.mean(losses):.4f}, {time.time() - start:.0f} s",
                   file=sys.stderr)  # fmt: skip
+    assert test.labels is not None  # the classifier trains on labelled data
     return model.eval(), accuracy(model, test.images, test.labels)
 
 

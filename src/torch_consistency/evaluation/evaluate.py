@@ -86,6 +86,7 @@ def sample_model(
     chosen = None if labels is None else requested_labels(labels, num_samples, num_classes)
     w = sampling_guidance(config, model.parameterization, num_classes, guidance)
     d = config.diffusion
+    levels: Sequence[float] | torch.Tensor
     if model.parameterization == "denoiser":
         levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
         solver = solver or config.sampling.teacher_solver
@@ -172,6 +173,6 @@ def consistency_error_of(
 def edm_consistency_function(model: Preconditioned | TrigFlowModel) -> ConsistencyFunction:
     """f(x_σ, σ) at EDM noise levels: the consistency model itself, or a TrigFlow model at t = arctan(σ/σ_d) and
     x_t = cos t·x_σ (`TrigFlowModel.edm_consistency`)."""
-    if model.parameterization == "trigflow":
+    if isinstance(model, TrigFlowModel):
         return model.edm_consistency
     return lambda x, sigma: model(x, sigma)

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,7 +87,7 @@ def evaluate_image_checkpoint(
     teacher_levels: Sequence[int] = (18,),
     num_samples: int = 10_000,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progress: bool = False,
     classifier: ImageClassifier | None = None,
     guidance: float | None = None,
@@ -96,7 +97,7 @@ def evaluate_image_checkpoint(
     teacher = checkpoint.parameterization == "denoiser"
     scores, samples = [], {}
     for count in teacher_levels if teacher else steps:
-        options = {"teacher_levels": count} if teacher else {"steps": count}
+        options: dict[str, Any] = {"teacher_levels": count} if teacher else {"steps": count}
         generated = sample_checkpoint(
             checkpoint, num_samples, seed=seed, device=device, progress=progress, guidance=guidance, **options
         )

@@ -217,7 +217,7 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 def standard_state_dict(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Key names of a pytorch-fid / torch-fidelity file (torchvision's), from theirs or pytorch-fid's wrapper."""
     if isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+        state = state["state_dict"]  # type: ignore[assignment]  # pytorch-fid's wrapper: a dict inside
     if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path} is not a state dict of tensors (expected Inception weights: {SOURCES})")
     if any(k.startswith("AuxLogits.") for k in state):
@@ -278,7 +278,7 @@ class InceptionExtractor:
         if not self.torchscript:
             features = self.network(x)
         elif hasattr(self.network, "layers"):  # NVIDIA's detector as clean-fid runs it: (x − 128)/128 into .layers
-            features = self.network.layers(x).reshape(len(x), -1)
+            features = self.network.layers(x).reshape(len(x), -1)  # type: ignore[operator]
         else:  # or [0, 255] into forward(…, return_features=True)
             features = self.network(x255, return_features=True).reshape(len(x), -1)
         if features.shape != (len(x), FEATURES):

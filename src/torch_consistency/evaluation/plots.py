@@ -29,9 +29,9 @@ def save_scatter_grid(
     for axis in axes.flat:
         axis.set_visible(False)
     for axis, (title, points) in zip(axes.flat, panels.items(), strict=False):
-        points = points.flatten(1)[:, :2].cpu().numpy()
+        coordinates = points.flatten(1)[:, :2].cpu().numpy()
         axis.set_visible(True)
-        axis.scatter(points[:, 0], points[:, 1], s=point_size, alpha=0.5, linewidths=0)
+        axis.scatter(coordinates[:, 0], coordinates[:, 1], s=point_size, alpha=0.5, linewidths=0)
         axis.set_xlim(-limit, limit)
         axis.set_ylim(-limit, limit)
         axis.set_aspect("equal")
@@ -70,7 +70,7 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     """Write a uint8 H×W×C (C = 1 or 3) array as PNG, enlarged `scale` times with nearest neighbours."""
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as temporary:
         image.save(temporary, format="PNG")
     return Path(path)
@@ -90,7 +90,8 @@ def save_metric_plot(
     """A metric against NFE (both axes log scale), one line per named series (distinct colours and markers), the
     data floor as a dashed line."""
     figure, axis = plt.subplots(figsize=(6, 4))
-    colours, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # tab20 is a ListedColormap
+    markers = "osD^v<>ph*"
     for index, (name, points) in enumerate(series.items()):
         points = sorted(points)
         axis.plot([p[0] for p in points], [p[1] for p in points], marker=markers[index % len(markers)],

@@ -134,13 +134,13 @@ def check_evaluation_options(args: EvaluationOptions, checkpoint: Checkpoint) ->
 
 
 def run_vectors(args: EvaluationOptions, checkpoint: Checkpoint) -> Evaluation:
-    from ..data import build_dataset
+    from ..data import build_vectors
     from .evaluate import consistency_error_of, data_floor, evaluate_checkpoint
     from .plots import save_scatter_grid
     from .report import scores_table
 
     num = args.num or 10_000
-    dataset = build_dataset(checkpoint.config.data)
+    dataset = build_vectors(checkpoint.config.data)
     if args.search_sigmas:
         search_and_store_sigmas(checkpoint, dataset, num, args)
     scores, samples = evaluate_checkpoint(

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import TYPE_CHECKING
 
-from ..data import build_dataset
+from ..data import build_images
 from ..errors import ConfigError
 from ..files import write_json_atomic, write_text_atomic
 from ..training.checkpoint import Checkpoint
@@ -22,6 +22,7 @@ def build_extractor(
 ) -> FeatureExtractor:
     """Inception from the user's weights file, or the cached classifier of the checkpoint's labelled data."""
     if args.features == "inception":
+        assert args.inception_weights is not None  # check_evaluation_options
         return inception_extractor(args.inception_weights, args.device, allow_torchscript=args.allow_torchscript)
     return classifier_extractor(classifier or evaluation_classifier(args, checkpoint))
 
@@ -31,7 +32,7 @@ def evaluation_classifier(args: "EvaluationOptions", checkpoint: Checkpoint) -> 
     and the judge of a class-conditional model's requested-label rate."""
     from .classifier import load_or_train_classifier
 
-    labelled = build_dataset(dataclasses.replace(checkpoint.config.data, holdout_fraction=0.0))
+    labelled = build_images(dataclasses.replace(checkpoint.config.data, holdout_fraction=0.0))
     if labelled.labels is None:
         raise ConfigError(f"{labelled.name} has no labels to train a feature classifier; use --features inception")
     print(f"evaluation classifier: training or loading from {args.cache} ...")
@@ -82,9 +83,9 @@ def run_images(args: "EvaluationOptions", checkpoint: Checkpoint) -> "Evaluation
     num = args.num or 10_000
     statistics = read_reference_stats(args)
     data = checkpoint.config.data
-    training = build_dataset(data)
+    training = build_images(data)
     if data.holdout_fraction > 0:
-        reference_data = build_dataset(dataclasses.replace(data, split="holdout" if data.split == "train" else "train"))
+        reference_data = build_images(dataclasses.replace(data, split="holdout" if data.split == "train" else "train"))
     else:
         reference_data = training  # no held-out images: compare with the training images themselves
     classifier = evaluation_classifier(args, checkpoint) if checkpoint.num_classes > 0 else None

@@ -48,7 +48,7 @@ def export_diffusers(checkpoint: Checkpoint | str | Path, out_dir: str | Path, w
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} already exists and is not empty; choose a new folder")
     weights = weights or checkpoint.default_weights()
-    unet = checkpoint.build_model(weights).net.unet
+    unet: UNet2DModel = checkpoint.build_model(weights).net.unet
     kwargs = {key: value for key, value in unet.config.items() if not key.startswith("_")}
     kwargs["sample_size"] = checkpoint.sample_shape[1]  # the pipeline wants one int for square images
     exported = UNet2DModel(**kwargs)
@@ -158,6 +158,8 @@ class DiscreteVPDenoiser(nn.Module):
             raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {', '.join(PREDICTIONS)}")
         self.unet = unet
         self.prediction_type = prediction_type
+        self.sigmas: torch.Tensor
+        self.log_sigmas: torch.Tensor
         self.register_buffer("sigmas", vp_sigmas(alphas_cumprod), persistent=False)
         self.register_buffer("log_sigmas", self.sigmas.log(), persistent=False)
 
@@ -206,8 +208,9 @@ def load_diffusers_teacher(
     path = Path(path)
     if (path / "model_index.json").is_file():
         unet, scheduler, prediction_type = _load_pipeline(path)
-        denoiser: nn.Module = DiscreteVPDenoiser(unet, scheduler.alphas_cumprod, prediction_type)
-        sigmas = denoiser.sigmas
+        vp = DiscreteVPDenoiser(unet, scheduler.alphas_cumprod, prediction_type)
+        denoiser: nn.Module = vp
+        sigmas = vp.sigmas
         info = _info("ddpm", path, unet, prediction_type=prediction_type, sigma_range=(sigmas[0], sigmas[-1]))
     elif (path / "config.json").is_file():
         unet = _load_unet(path)

@@ -14,6 +14,7 @@ class PositionalEmbedding(nn.Module):
     def __init__(self, dim: int, max_period: float = 10000.0) -> None:
         super().__init__()
         half = dim // 2
+        self.frequencies: torch.Tensor
         self.register_buffer("frequencies", torch.exp(-math.log(max_period) * torch.arange(half) / half))
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,7 @@ class FourierEmbedding(nn.Module):
     def __init__(self, dim: int, scale: float) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
+        self.frequencies: torch.Tensor
         self.register_buffer("frequencies", torch.randn(dim // 2, generator=generator) * scale)
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ def vgg16_features() -> nn.Sequential:
         if spec == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
+            assert isinstance(spec, int)
             layers += [nn.Conv2d(channels, spec, 3, padding=1), nn.ReLU(inplace=False)]
             channels = spec
     return nn.Sequential(*layers)
@@ -64,6 +65,8 @@ class LPIPS(nn.Module):
         super().__init__()
         self.features = vgg16_features()
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS)
+        self.shift: torch.Tensor
+        self.scale: torch.Tensor
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.requires_grad_(False)

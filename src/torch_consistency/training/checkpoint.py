@@ -109,7 +109,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
 
 def load_network_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a teacher's state dict (keys `net.*`) into the network of a Preconditioned or TrigFlow `model`."""
-    load_weights(model.net, {key.removeprefix("net."): value for key, value in state.items()}, source)
+    load_weights(model.get_submodule("net"), {key.removeprefix("net."): value for key, value in state.items()}, source)
 
 
 def save_checkpoint(
@@ -250,7 +250,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torch-consistency checkpoint (meta.json has no format {FORMAT!r})")
     version = meta.get("version")
-    if not _is_count(version) or version < 1:
+    if not isinstance(version, int) or not _is_count(version) or version < 1:  # isinstance: for the type checker
         raise CheckpointError(f"{meta_path} has no valid format version: {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -289,7 +289,7 @@ def _read_training_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file} is corrupt or not a training state: {first_line(error)[:200]}") from None
     optimizer = state.get("optimizer") if isinstance(state, dict) else None
     groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
-    if not (isinstance(groups, list) and isinstance(optimizer.get("state"), dict)
+    if not (isinstance(optimizer, dict) and isinstance(groups, list) and isinstance(optimizer.get("state"), dict)
             and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)):  # fmt: skip
         raise CheckpointError(f"{file} holds no optimizer state (state and param_groups)")
     return state

@@ -58,8 +58,8 @@ def assert_in_sync(place: Distributed, module: torch.nn.Module) -> None:
     with torch.no_grad():
         fingerprint = torch.stack(
             [
-                sum(p.double().sum() for p in module.parameters()),
-                sum(p.double().square().sum() for p in module.parameters()),
+                torch.stack([p.double().sum() for p in module.parameters()]).sum(),
+                torch.stack([p.double().square().sum() for p in module.parameters()]).sum(),
             ]
         ).to(place.device)
     gathered = [torch.empty_like(fingerprint) for _ in range(place.world_size)]

@@ -146,7 +146,7 @@ class ContinuousTimeConsistency:
         return tangent_warmup(step, self.config.scm.tangent_warmup_steps)
 
     def loss(
-        self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
+        self, model: Callable[..., Any], target: Network, x0: torch.Tensor, draws: Draws, step: int,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         scm = self.config.scm

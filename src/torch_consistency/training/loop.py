@@ -54,6 +54,8 @@ def train(
             print(f"loading the teacher {getattr(config, key.split('.')[0]).teacher} ({key} of {run_dir})")
     elif holds_run(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; resume it or choose a new folder")
+    if config is None:
+        raise ConfigError("a new run needs a config (or resume=True for an existing run)")
     available_device(config.train.device, "train.device")
     if config.train.tensorboard:
         summary_writer()

@@ -10,12 +10,12 @@ label dropout, a guided student's w, the labels a teacher sees in CD and sCD.
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from ..config import Config, DistillationConfig, SCMConfig, guidance_section, has_null_class
-from ..distances import distance
+from ..distances import Distance, distance
 from ..errors import CheckpointError, ConfigError
 from ..guidance import drop_labels, guidance_scales, guided_denoiser
 from ..objectives import (
@@ -30,6 +30,7 @@ from ..solvers import euler_step, heun_step
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Draws = dict[str, torch.Tensor]
+Output = TypeVar("Output")
 
 
 def _normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -37,8 +38,8 @@ def _normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
 
 
 def conditioned(
-    network: Callable[..., torch.Tensor], labels: torch.Tensor | None, guidance: torch.Tensor | None = None
-) -> Callable[..., torch.Tensor]:
+    network: Callable[..., Output], labels: torch.Tensor | None, guidance: torch.Tensor | None = None
+) -> Callable[..., Output]:
     """`network(x, σ, **options)` with the batch's class labels (and a guided student's w) bound; unchanged for
     unconditional data."""
     if labels is None and guidance is None:
@@ -75,6 +76,7 @@ def distillation_teacher(
     """The denoiser a distillation step follows: D(x, σ, c), or the guided D_w (guidance.guided_denoiser)."""
     if w is None:
         return conditioned(teacher, labels)
+    assert labels is not None  # guided distillation needs class-conditional data (config.validate)
     return guided_denoiser(teacher, labels, null_label, w)
 
 
@@ -157,7 +159,7 @@ class ConsistencyDistillation(_GridPairs):
         if cd.distance == "lpips":
             from ..nets.lpips import load_lpips
 
-            self.distance = load_lpips(*cd.lpips_weights.split(","))
+            self.distance: Distance = load_lpips(*cd.lpips_weights.split(","))
         else:
             self.distance = distance(cd.distance)
 
@@ -311,8 +313,12 @@ class Method(Protocol):
     """What the loop and the trainer need of a training method."""
 
     config: Config
-    parameterization: str  # denoiser | consistency | trigflow: how the trained network is wrapped
-    uses_target: bool  # whether θ⁻ is a separate EMA network; if not, the target is θ under no_grad
+
+    @property
+    def parameterization(self) -> str: ...  # denoiser | consistency | trigflow: how the trained network is wrapped
+
+    @property
+    def uses_target(self) -> bool: ...  # whether θ⁻ is a separate EMA network; if not, the target is θ under no_grad
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws: ...
 
@@ -359,5 +365,5 @@ def build_method(config: Config, teacher: Teacher | None, num_classes: int = 0) 
     if method == "scm":
         distilling = config.scm.mode == "scd"
         assert teacher is not None or not distilling, "sCD needs a teacher"
-        return ContinuousTimeConsistency(config, teacher.denoiser if distilling else None, num_classes)
+        return ContinuousTimeConsistency(config, teacher.denoiser if teacher and distilling else None, num_classes)
     return ConsistencyTraining(config)

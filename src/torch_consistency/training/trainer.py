@@ -72,7 +72,7 @@ class Trainer:
         """Fresh weights (seed the global RNG first for reproducible initialisation)."""
         memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
         model = build_model(config, method.parameterization, sample_shape, num_classes)
-        model = model.to(device, memory_format=memory_format).train()
+        model = model.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]  # stubs omit it
         target = ema_copy(model) if method.uses_target else None
         emas = {rate: ema_copy(model).eval() for rate in config.train.ema_rates}
         warn_if_bf16_is_slow(config.train.precision, device)
@@ -83,8 +83,10 @@ class Trainer:
         )
         return cls(config, method, model, target, emas, build_optimizer(config, model.parameters()), autocast=autocast)
 
-    def __post_init__(self) -> None:
-        self.online = self.online or self.model
+    @property
+    def network(self) -> nn.Module:
+        """The module a step runs: the DistributedDataParallel wrapper when there is one, else `model`."""
+        return self.online or self.model
 
     def modules(self) -> dict[str, nn.Module]:
         """Weight sets as saved in a checkpoint: online, target (if any), ema-RATE."""
@@ -102,7 +104,7 @@ class Trainer:
         """loss → backward → clip → optimizer step → θ⁻ ← μ(k)θ⁻ + (1−μ(k))θ → evaluation EMAs."""
         target = self.target if self.target is not None else self.model
         with self.autocast():  # the method binds the labels (and a guided student's w) to the networks
-            loss = self.method.loss(self.online, target, x0, draws, step, labels=labels).mean()
+            loss = self.method.loss(self.network, target, x0, draws, step, labels=labels).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")

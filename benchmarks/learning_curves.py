@@ -65,10 +65,10 @@ ARMS: dict[str, Arm] = {
     # The methods with their bundled configs.
     "CD": Arm("cd", [], 600, "method", CD),
     "ECT": Arm("ect", [], 600, "method", "ect.teacher"),
-    "sCD": Arm("scm", ["scm.mode=scd"], 500, "method", "scm.teacher"),
+    "sCD": Arm("scm", ["scm.mode=scd"], 300, "method", "scm.teacher"),
     "CT": Arm("ct", [], 800, "method"),
     "iCT": Arm("ict", [], 800, "method"),
-    "sCT": Arm("scm", ["scm.mode=sct"], 700, "method"),
+    "sCT": Arm("scm", ["scm.mode=sct"], 400, "method"),
 }
 
 
@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="a trained MNIST teacher run")
     parser.add_argument("--runs", type=Path, default=Path("runs/curves"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/curves"))
-    parser.add_argument("--num", type=int, default=5000, help="samples per score (default 5000)")
+    parser.add_argument("--num", type=int, default=2000, help="samples per score (default 2000)")
     parser.add_argument("--arms", nargs="*", help="only these arms (names as in ARMS)")
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=[18], help="Heun levels (18: 35 NFE)")
     parser.add_argument("--phase", choices=("train", "score", "report", "all"), default="all")

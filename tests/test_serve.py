@@ -345,3 +345,29 @@ def test_cm_serve_refuses_a_missing_checkpoint_in_one_line(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], result.stderr
+
+
+def test_served_connections_send_without_waiting_for_acks():
+    """The listener `cm serve` makes gives asyncio connections with TCP_NODELAY: with a socket of proto 0, asyncio
+    leaves Nagle's algorithm on and each kept-alive response's body waited 40 ms behind its headers."""
+    import asyncio
+    import socket
+
+    from torch_consistency.cli.serve import listening_socket
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listening_socket("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        value = await asyncio.wait_for(seen, 10)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import IMAGE_FORMATS
 from .errors import DataError, first_line
 
 Source = str | Path | BinaryIO
+# PIL picks a decoder by a file's content, not its name; these are the only ones it may use. (Its EPS decoder,
+# for one, runs Ghostscript on the file.)
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
 def read_pixels(

@@ -19,12 +19,10 @@ import torch
 from PIL import Image
 
 from ..errors import DataError, first_line
+from ..image_files import read_pixels
 from ..seeding import STREAM_DATA, derive_seed, step_generator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-# PIL picks a decoder by a file's content, not its name; these are the only ones it may use. (Its EPS decoder,
-# for one, runs Ghostscript on the file.)
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
 @dataclass
@@ -267,20 +265,6 @@ def _fit(image: Image.Image, resolution: int) -> Image.Image:
     return image.crop((left, top, left + resolution, top + resolution))
 
 
-def open_image(path: Path, mode: str) -> Image.Image:
-    """The image in `path` converted to `mode` (L or RGB), decoded only by a raster format of IMAGE_FORMATS;
-    DataError if it is not one or cannot be decoded."""
-    try:
-        with Image.open(path, formats=IMAGE_FORMATS) as opened:
-            if opened.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                raise DataError(f"{path} has {opened.mode} pixels; give 8-bit grey or RGB images")
-            return opened.convert(mode)
-    except DataError:
-        raise
-    except Exception as error:  # PIL's decoders raise many kinds of errors on broken files; all mean "unreadable"
-        raise DataError(f"{path} is not a readable image: {first_line(error)}") from None
-
-
 def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) -> ImageDataset:
     """Every image under `path` (recursive). Unreadable files are skipped and counted.
 
@@ -298,7 +282,7 @@ def load_image_folder(path: str | Path, resolution: int = 0, channels: int = 3) 
     arrays, skipped, sizes = [], 0, set()
     for file in files:
         try:
-            image = open_image(file, "L" if channels == 1 else "RGB")
+            image = Image.fromarray(read_pixels(file, "L" if channels == 1 else "RGB", str(file)))
         except DataError:
             skipped += 1
             continue

@@ -77,6 +77,28 @@ def test_the_student_inherits_the_teachers_network_and_conditioning():
     assert unchanged.network.width == 32
 
 
+@pytest.mark.parametrize(
+    ("student", "key"),
+    [
+        (("train.method=cd", "cd.teacher=runs/t", "cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4",
+          "sampling.guidance=1"), "cd"),
+        (("train.method=scm", "scm.mode=scd", "scm.teacher=runs/t", "scm.guidance=fixed", "scm.guidance_min=2",
+          "scm.guidance_max=2"), "scm"),
+    ],
+)  # fmt: skip
+def test_a_guided_student_takes_its_teachers_null_class_and_refuses_a_teacher_without_one(student, key):
+    conditional = tiny_config("network.class_conditional=true")
+    mode = "'input'" if key == "cd" else "'fixed'"
+    with raises_exactly(ConfigError, f"{key}.guidance = {mode} needs D(x, σ, ∅): a class-conditional teacher trained "
+                        f"with teacher.label_dropout > 0; {key}.teacher = runs/t has none"):  # fmt: skip
+        student_config(tiny_config(*student), Teacher(lambda x, s: x, None, conditional, (2,)))
+    dropped = tiny_config("network.class_conditional=true", "teacher.label_dropout=0.2", "teacher.p_std=0.9")
+    config = student_config(tiny_config(*student), Teacher(lambda x, s: x, None, dropped, (2,)))
+    assert config.network.class_conditional and config.teacher.label_dropout == 0.2 and config.teacher.p_std == 0.9
+    unguided = tiny_config(*student, f"{key}.guidance=none")
+    assert student_config(unguided, Teacher(lambda x, s: x, None, conditional, (2,))) is unguided
+
+
 def test_exact_teacher_is_the_mixtures_denoiser():
     config = tiny_config("train.method=cd", "cd.teacher=exact")
     dataset = build_dataset(config.data)

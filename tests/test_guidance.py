@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import tiny_config
 from torch_consistency.config import load_config
 from torch_consistency.gaussian import GaussianMixture, gaussian_denoiser
 from torch_consistency.guidance import guided_denoised, guided_denoiser, network_calls
@@ -278,3 +279,38 @@ def test_bad_guidance_settings_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError) as error:
         teacher_config(*overrides)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_teacher_training_drops_labels_to_the_null_class_with_uniforms_drawn_after_the_others(dropout):
+    """TeacherTraining: u ~ U[0, 1) drawn after σ's normal and the noise (runs without dropout keep their streams);
+    the network sees c = ∅ (index num_classes) where u < p, its label elsewhere; the loss is EDM's with those."""
+    config = tiny_config("train.method=teacher", "network.class_conditional=true", f"teacher.label_dropout={dropout}")
+    method, batch = TeacherTraining(config, num_classes=3), 256
+    draws = method.draw(0, batch, (2,), torch.Generator().manual_seed(0))
+    stream = torch.Generator().manual_seed(0)
+    normal, noise = torch.randn(batch, generator=stream), torch.randn(batch, 2, generator=stream)
+    assert torch.equal(draws["normal"], normal) and torch.equal(draws["noise"], noise)
+    labels, x0 = torch.arange(batch) % 3, torch.randn(batch, 2, generator=torch.Generator().manual_seed(1))
+    if dropout > 0:
+        uniform = torch.rand(batch, generator=stream)
+        assert torch.equal(draws["label_uniform"], uniform)
+        expected = torch.where(uniform < dropout, 3, labels)
+        assert 0.3 < float((expected == 3).double().mean()) < 0.7
+    else:
+        assert "label_uniform" not in draws
+        expected = labels
+    seen = []
+
+    def network(x, sigma, labels=None):
+        seen.append(labels)
+        return 0.5 * x + labels[:, None].to(x.dtype)
+
+    loss = method.loss(network, network, x0, draws, 0, labels=labels)
+    assert torch.equal(seen[0], expected)
+    sigma = (normal * config.teacher.p_std + config.teacher.p_mean).exp()
+    sigma_data = config.diffusion.sigma_data
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    x = x0 + sigma[:, None] * noise
+    written_out = weight[:, None] * (0.5 * x + expected[:, None].float() - x0) ** 2
+    torch.testing.assert_close(loss.reshape(batch), written_out.mean(1), rtol=1e-5, atol=1e-6)

@@ -365,3 +365,24 @@ def test_a_class_conditional_step_passes_the_labels_to_both_passes():
     expected, other = hand(labels), hand((labels + 1) % 3)
     assert abs(expected - other) > 1e-3 * expected
     assert trainer.step(step, x0, labels, draws).loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["ict", "ect"])
+def test_both_passes_of_ict_and_ect_see_the_batchs_labels(name):
+    """The online and the target pass of a class-conditional iCT or ECT loss are called with the batch's labels."""
+    config = tiny_config(f"train.method={name}", "network.class_conditional=true")
+    method = build_method(config, None, 3)
+    labels = torch.arange(BATCH) % 3
+    draws = method.draw(10, BATCH, (2,), torch.Generator().manual_seed(0))
+    seen: dict[str, list] = {"online": [], "target": []}
+
+    def recorder(role):
+        def network(x, sigma, labels=None, **options):
+            seen[role].append(labels)
+            return 0.5 * x
+
+        return network
+
+    method.loss(recorder("online"), recorder("target"), torch.randn(BATCH, 2), draws, 10, labels=labels)
+    for role, calls in seen.items():
+        assert calls and all(call is not None and torch.equal(call, labels) for call in calls), role

@@ -202,7 +202,7 @@ def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float
         axis.set_title(f"{steps} step{'s' if steps > 1 else ''}")
         axis.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("FD_classifier (held-out half)")
-    axes[-1].legend(fontsize=7, loc="upper right")
+    axes[0].legend(fontsize=7, loc="upper right")
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,14 +229,19 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         best = {s: min((p[1] for p in c), default=math.nan) for s, c in curves.items()}
         last = {s: (c[-1][1] if c else math.nan) for s, c in curves.items()}
         minutes = final[0] if final else math.nan
+        reached = final[2] if final else 0
+        note = " ".join(
+            filter(None, [arm.note, f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else ""])
+        )
         results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
-                         "steps": arm.steps, "curves": curves, "cpu_minutes": minutes, "note": arm.note}  # fmt: skip
+                         "steps": arm.steps, "reached": reached, "curves": curves, "cpu_minutes": minutes,
+                         "note": note}  # fmt: skip
         table.append(
-            f"| {name} | {arm.group} | {' '.join(arm.overrides) or '(bundled)'} | {arm.steps} | {minutes:.1f} | "
-            + " | ".join(f"{last[s]:.2f} ({last[s] / teacher_best:.2f}×)" for s in STEPS_LAST)
+            f"| {name} | {arm.group} | {' '.join(arm.overrides) or '(bundled)'} | {reached} | {minutes:.1f} | "
+            + " | ".join(f"{last[s]:.2f} ({last[s] / teacher_best:.2f}×)" if c else "–" for s, c in curves.items())
             + " | "
-            + " / ".join(f"{best[s]:.2f}" for s in STEPS_LAST)
-            + f" | {arm.note} |"
+            + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
+            + f" | {note} |"
         )
     title = f"MNIST, {args.num} samples per point against the held-out half"
     plot(series["method"], teacher_best, floor, teacher_minutes, args.out / "methods.png", f"Methods — {title}")

@@ -30,9 +30,14 @@ def module_results(mutants: Path) -> dict[str, dict]:
             "mutants": len(statuses),
             **{status: counts.get(status, 0) for status in STATUSES},
             "killed_percent": round(100 * (counts["killed"] + counts["timeout"]) / len(statuses), 1),
+            "checked": len(statuses) - counts["not checked"],
             "survivors": sorted(name for name, status in statuses.items() if status != "killed"),
         }
     return results
+
+
+def percent_of(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "–"
 
 
 def main() -> int:
@@ -41,18 +46,18 @@ def main() -> int:
         print("no mutmut results under mutants/: run `mutmut run` first", file=sys.stderr)
         return 1
     (HERE / "summary.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    print("| module | mutants | killed | timeout | survived | other | killed or timed out |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| module | mutants | checked | killed | timeout | survived | other | killed or timed out, of checked |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     totals = Counter()
     for module, r in results.items():
-        other = r["mutants"] - r["killed"] - r["timeout"] - r["survived"]
-        print(f"| {module} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} | {other} | "
-              f"{r['killed_percent']} % |")  # fmt: skip
-        totals.update({key: r[key] for key in ("mutants", "killed", "timeout", "survived")})
+        other = r["checked"] - r["killed"] - r["timeout"] - r["survived"]
+        print(f"| {module} | {r['mutants']} | {r['checked']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
+              f"{other} | {percent_of(r['killed'] + r['timeout'], r['checked'])} |")  # fmt: skip
+        totals.update({key: r[key] for key in ("mutants", "checked", "killed", "timeout", "survived")})
         totals["other"] += other
-    percent = round(100 * (totals["killed"] + totals["timeout"]) / totals["mutants"], 1)
-    print(f"| **all** | {totals['mutants']} | {totals['killed']} | {totals['timeout']} | {totals['survived']} | "
-          f"{totals['other']} | {percent} % |")  # fmt: skip
+    killed = percent_of(totals["killed"] + totals["timeout"], totals["checked"])
+    print(f"| **all** | {totals['mutants']} | {totals['checked']} | {totals['killed']} | {totals['timeout']} | "
+          f"{totals['survived']} | {totals['other']} | {killed} |")  # fmt: skip
     return 0
 
 

@@ -386,3 +386,50 @@ def test_both_passes_of_ict_and_ect_see_the_batchs_labels(name):
     method.loss(recorder("online"), recorder("target"), torch.randn(BATCH, 2), draws, 10, labels=labels)
     for role, calls in seen.items():
         assert calls and all(call is not None and torch.equal(call, labels) for call in calls), role
+
+
+@pytest.mark.parametrize(("method", "bounds"), [("cd", None), ("cd", (0.5, 3.0)), ("cd", (2.0, 2.0)),
+                                                ("scd", None), ("scd", (0.5, 3.0)), ("scd", (2.0, 2.0))])  # fmt: skip
+def test_guided_distillation_passes_labels_and_w_to_student_target_and_teacher(method, bounds):
+    """CD and sCD, class-conditional: the online and target passes get the batch's labels and, for guidance =
+    input, the drawn w ~ U[w_min, w_max]; the teacher is D(x, σ, c) without guidance and D_w (calls with c and
+    with the null class) with it."""
+    guidance = "none" if bounds is None else "input" if bounds[0] < bounds[1] else "fixed"
+    low, high = bounds or (1.0, 1.0)
+    key = "cd" if method == "cd" else "scm"
+    config = tiny_config(
+        *(("train.method=cd", "cd.teacher=runs/t") if method == "cd" else
+          ("train.method=scm", "scm.mode=scd", "scm.teacher=runs/t", "diffusion.noise_conditioning=edm")),
+        "network.class_conditional=true", "teacher.label_dropout=0.2", f"{key}.guidance={guidance}",
+        f"{key}.guidance_min={low}", f"{key}.guidance_max={high}", f"sampling.guidance={low}",
+    )  # fmt: skip
+    calls: dict[str, list] = {"online": [], "target": [], "teacher": []}
+
+    def recorder(role):
+        def network(x, sigma, labels=None, guidance=None, **options):
+            calls[role].append((labels, guidance))
+            if options.get("with_log_weight"):  # sCM's online pass also returns its adaptive weight
+                return 0.5 * x, torch.zeros(x.shape[0])
+            return 0.5 * x
+
+        return network
+
+    built = build_method(config, Teacher(recorder("teacher"), None, None, None), 3)
+    draws = built.draw(0, BATCH, (2,), torch.Generator().manual_seed(0))
+    labels = torch.arange(BATCH) % 3
+    built.loss(recorder("online"), recorder("target"), torch.randn(BATCH, 2), draws, 0, labels=labels)
+    w = draws.get("guidance")
+    if guidance == "input":
+        assert w is not None and low <= float(w.min()) and float(w.max()) <= high and float(w.std()) > 0.2
+    else:
+        assert w is None
+    for role in ("online", "target"):
+        assert calls[role], role
+        for seen_labels, seen_w in calls[role]:
+            assert torch.equal(seen_labels, labels), role
+            assert (seen_w is None) if w is None else torch.equal(seen_w, w), role
+    seen = torch.cat([seen_labels.flatten() for seen_labels, _ in calls["teacher"]])
+    if guidance == "none":
+        assert all(torch.equal(seen_labels, labels) for seen_labels, _ in calls["teacher"])
+    else:
+        assert set(seen.tolist()) == {0, 1, 2, 3}  # the classes and the null class 3 of D_w

@@ -428,8 +428,8 @@ def test_guided_distillation_passes_labels_and_w_to_student_target_and_teacher(m
         for seen_labels, seen_w in calls[role]:
             assert torch.equal(seen_labels, labels), role
             assert (seen_w is None) if w is None else torch.equal(seen_w, w), role
-    seen = torch.cat([seen_labels.flatten() for seen_labels, _ in calls["teacher"]])
     if guidance == "none":
         assert all(torch.equal(seen_labels, labels) for seen_labels, _ in calls["teacher"])
     else:
+        seen = torch.cat([seen_labels.flatten() for seen_labels, _ in calls["teacher"]])
         assert set(seen.tolist()) == {0, 1, 2, 3}  # the classes and the null class 3 of D_w

@@ -100,6 +100,34 @@ def test_edit_is_algorithm_4_step_by_step():
     assert torch.allclose(result.x, x, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_the_teacher_baseline_is_replacement_guidance_step_by_step(solver):
+    """`inpaint_with_teacher` written out: before each step the kept pixels become y + σ·z (one z throughout), then
+    a Heun step (Euler on the last step to 0, or Euler throughout), and a last projection onto y."""
+
+    def denoiser(x, sigma):  # mixes pixels, so that the generated ones see the kept ones
+        return (x + x.mean((2, 3), keepdim=True)) / (1 + sigma[:, None, None, None] ** 2)
+
+    levels = [3.0, 1.0, 0.3, 0.0]
+    y = torch.rand(2, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1:3] = True
+    out = inpaint_with_teacher(denoiser, y, mask, levels, solver, torch.Generator().manual_seed(4))
+    z = torch.randn(y.shape, generator=torch.Generator().manual_seed(4), dtype=y.dtype)
+    x = torch.where(mask, 0.0, y) + levels[0] * z
+    for sigma, sigma_next in itertools.pairwise(levels):
+        x = torch.where(mask, x, y + sigma * z)
+        d = (x - denoiser(x, torch.full((2,), sigma))) / sigma
+        euler = x + (sigma_next - sigma) * d
+        if solver == "euler" or sigma_next == 0:
+            x = euler
+        else:
+            d_next = (euler - denoiser(euler, torch.full((2,), sigma_next))) / sigma_next
+            x = x + (sigma_next - sigma) * (d + d_next) / 2
+    assert out.nfe == (5 if solver == "heun" else 3)
+    assert torch.allclose(out.x, torch.where(mask, x, y), atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_known_part_equals_the_reference(dtype):
     """Inpainting keeps pixels bit for bit; colorization the luminance; super-resolution the patch means."""

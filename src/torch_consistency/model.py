@@ -29,7 +29,6 @@ from .trigflow import TrigFlowModel
 
 Labels = int | str | Sequence[int] | None
 EditFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-TEACHER_EDIT_SOLVERS = ("euler", "heun")  # replacement guidance steps one level at a time
 
 
 @dataclass
@@ -356,10 +355,10 @@ class Model:
         return EditResult(out.x.clamp(-1, 1) if self.config.sampling.clip_denoised else out.x, out.nfe * calls)
 
     def _teacher_solver(self, solver: str | None) -> str:
-        if solver is not None and solver not in TEACHER_EDIT_SOLVERS:
-            raise ConfigError(f"solver {solver!r}: the teacher baseline takes {' or '.join(TEACHER_EDIT_SOLVERS)}")
+        if solver is not None and solver not in editing.TEACHER_SOLVERS:
+            raise ConfigError(f"solver {solver!r}: the teacher baseline takes {' or '.join(editing.TEACHER_SOLVERS)}")
         chosen = solver or self.config.sampling.teacher_solver
-        return chosen if chosen in TEACHER_EDIT_SOLVERS else "heun"
+        return chosen if chosen in editing.TEACHER_SOLVERS else "heun"
 
     def _prepare(
         self,

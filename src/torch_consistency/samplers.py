@@ -1,4 +1,8 @@
-"""Sampling from a consistency function: f(x, σ) by paper Algorithm 1 (reference.md §6), TrigFlow f(x_t, t) (§10)."""
+"""Sampling from a consistency function: f(x, σ) by paper Algorithm 1 (reference.md §6), TrigFlow f(x_t, t) (§10).
+
+One loop, `sampling_loop`, runs them and the editing of Algorithm 4 (§7): each differs only in its start, its
+re-noising rule and a projection after each f evaluation.
+"""
 
 import itertools
 import math
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 ConsistencyFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Renoise = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]  # (x, next level, z) → x noised to that level
 
 
 @dataclass
@@ -44,16 +49,8 @@ def sample_multistep(
         raise ValueError(f"sampling σ's must be strictly decreasing, got {levels}")
     if levels[-1] < sigma_min:
         raise ValueError(f"sampling σ's must be at least σ_min = {sigma_min}, got {levels[-1]}")
-    batch = noise.shape[0]
-    x = noise * levels[0]
-    for n, sigma in enumerate(levels):
-        if n > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + renoise_std(sigma, sigma_min) * z
-        x = consistency_fn(x, x.new_full((batch,), sigma))
-        if clip_denoised:
-            x = x.clamp(-1, 1)
-    return SampleResult(x, len(levels))
+    start = noise * levels[0]
+    return sampling_loop(consistency_fn, levels, start, multistep_renoise(sigma_min), generator, clip_denoised)
 
 
 def sample_onestep(
@@ -81,13 +78,46 @@ def sample_trigflow(
         raise ValueError("sample_trigflow needs at least one time")
     if any(b >= a for a, b in itertools.pairwise(levels)) or levels[-1] <= 0 or levels[0] > math.pi / 2 + 1e-12:
         raise ValueError(f"TrigFlow times must be strictly decreasing in (0, π/2], got {levels}")
-    batch = noise.shape[0]
-    x = math.sin(levels[0]) * sigma_data * noise
-    for n, t in enumerate(levels):
+    start = math.sin(levels[0]) * sigma_data * noise
+    return sampling_loop(consistency_fn, levels, start, trigflow_renoise(sigma_data), generator, clip_denoised)
+
+
+def multistep_renoise(sigma_min: float) -> Renoise:
+    """Algorithm 1's re-noising: x + √(σ² − σ_min²)·z (§6)."""
+    return lambda x, sigma, z: x + renoise_std(sigma, sigma_min) * z
+
+
+def trigflow_renoise(sigma_data: float) -> Renoise:
+    """sCM's re-noising: cos t·x + sin t·σ_d·z (§10)."""
+    return lambda x, t, z: math.cos(t) * x + math.sin(t) * sigma_data * z
+
+
+def sampling_loop(
+    consistency_fn: ConsistencyFunction,
+    levels: Sequence[float],
+    start: torch.Tensor,
+    renoise: Renoise,
+    generator: torch.Generator | None = None,
+    clip_denoised: bool = False,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    noises: Sequence[torch.Tensor] | None = None,
+) -> SampleResult:
+    """The loop of Algorithms 1 and 4 and of sCM sampling: x = `start`, already noised to levels[0]; for each level
+    after the first x ← renoise(x, level, z); at every level x ← f(x, level), clamped to [-1, 1] with
+    `clip_denoised`, then x ← project(x) when given (§6, §7, §10). NFE = len(levels).
+
+    z for level n comes from `generator` in order (`noises[n]` instead, when given: noises[0] is the caller's)."""
+    x, batch = start, start.shape[0]
+    for n, level in enumerate(levels):
         if n > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = math.cos(t) * x + math.sin(t) * sigma_data * z
-        x = consistency_fn(x, x.new_full((batch,), t))
+            if noises is None:
+                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            else:
+                z = noises[n]
+            x = renoise(x, level, z)
+        x = consistency_fn(x, x.new_full((batch,), level))
         if clip_denoised:
             x = x.clamp(-1, 1)
+        if project is not None:
+            x = project(x)
     return SampleResult(x, len(levels))

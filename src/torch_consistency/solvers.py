@@ -62,22 +62,28 @@ def solve_ode(
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
     generator: torch.Generator | None = None,
+    before_step: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
 ) -> ODESolution:
     """Integrate from sigmas[0] down to sigmas[-1] (which may be 0) with Euler, Heun or DPM-Solver++(2M).
 
     Heun takes Euler on a last step to σ = 0 (2K−1 calls for K levels before 0). S_churn > 0 turns Heun
-    into EDM's stochastic sampler (Algorithm 2); it needs no extra network calls.
+    into EDM's stochastic sampler (Algorithm 2); it needs no extra network calls. `before_step(x, σ)` replaces x
+    at each level before the step from it (the editing baseline's replacement guidance, §7).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if s_churn > 0 and solver != "heun":
         raise ValueError("churn (EDM's stochastic sampler) is defined for the Heun solver only")
+    if before_step is not None and solver == "dpmpp-2m":
+        raise ValueError("before_step is defined for the one-step solvers (Euler, Heun), not a multistep one")
     if solver == "dpmpp-2m":
         return _solve_dpmpp_2m(denoiser, x, sigmas)
     levels = [float(s) for s in sigmas]
     batch = x.shape[0]
     nfe = 0
     for sigma, sigma_next in itertools.pairwise(levels):
+        if before_step is not None:
+            x = before_step(x, sigma)
         gamma = churn_gamma(sigma, len(levels) - 1, s_churn, s_tmin, s_tmax)
         if gamma > 0:
             sigma_hat = sigma * (1 + gamma)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DataError
-from ..samplers import ConsistencyFunction, renoise_std
+from ..samplers import ConsistencyFunction, multistep_renoise, sampling_loop
 from ..sigmas import default_sampling_sigmas
 
 LUMINANCE = (0.2989, 0.5870, 0.1140)
@@ -195,30 +195,23 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def no_projection(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def iterate(
     consistency_fn: ConsistencyFunction,
     start: torch.Tensor,
-    project: Callable[[torch.Tensor], torch.Tensor],
+    project: Callable[[torch.Tensor], torch.Tensor] | None,
     levels: list[float],
     sigma_min: float,
     generator: torch.Generator | None,
     clip_denoised: bool,
     noises: Sequence[torch.Tensor] | None = None,
 ) -> EditResult:
-    """x ~ N(start, t_1²I); then per t_n: re-noise by √(t_n² − ε²) (n ≥ 2), x ← f(x, t_n), x ← project(x)."""
-    x = start
-    for n, sigma in enumerate(levels):
-        z = randn_like(start, generator) if noises is None else noises[n]
-        x = x + (sigma if n == 0 else renoise_std(sigma, sigma_min)) * z
-        x = consistency_fn(x, x.new_full((x.shape[0],), sigma))
-        if clip_denoised:
-            x = x.clamp(-1, 1)
-        x = project(x)
-    return EditResult(x, len(levels))
+    """x ~ N(start, t_1²I); then per t_n: re-noise by √(t_n² − ε²) (n ≥ 2), x ← f(x, t_n), x ← project(x): the
+    sampling loop of Algorithm 1 (`samplers.sampling_loop`) with Algorithm 4's projection (§7)."""
+    first = randn_like(start, generator) if noises is None else noises[0]
+    renoise = multistep_renoise(sigma_min)
+    result = sampling_loop(consistency_fn, levels, start + levels[0] * first, renoise, generator, clip_denoised,
+                           project, noises)  # fmt: skip
+    return EditResult(result.x, result.nfe)
 
 
 def edit(

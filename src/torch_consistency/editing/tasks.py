@@ -2,13 +2,13 @@
 interpolation, and the teacher's PF-ODE with replacement guidance as a baseline (reference.md §7)."""
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from ..errors import ConfigError, DataError
 from ..samplers import ConsistencyFunction
-from ..solvers import Denoiser, euler_step, heun_step
+from ..solvers import Denoiser, solve_ode
 from .algorithm import (
     LUMINANCE,
     STROKE_SIGMAS,
@@ -22,10 +22,11 @@ from .algorithm import (
     colorization_matrix,
     edit,
     iterate,
-    no_projection,
     patch_mean_matrix,
     randn_like,
 )
+
+TEACHER_SOLVERS = ("euler", "heun")  # replacement guidance steps one level at a time
 
 
 def inpainting_problem(reference: torch.Tensor, mask: torch.Tensor) -> EditProblem:
@@ -124,7 +125,7 @@ def stroke_guided(
     Line 1 of Algorithm 4 with Ω = 1 would erase the strokes, so this starts from the strokes themselves.
     """
     levels = check_sigmas(sigmas, sigma_min)
-    return iterate(consistency_fn, strokes, no_projection, levels, sigma_min, generator, clip_denoised)
+    return iterate(consistency_fn, strokes, None, levels, sigma_min, generator, clip_denoised)
 
 
 def denoise(
@@ -156,9 +157,7 @@ def slerp(z_a: torch.Tensor, z_b: torch.Tensor, alpha: float) -> torch.Tensor:
 
 def _paths(consistency_fn, cases, levels, sigma_min, clip_denoised) -> EditResult:
     """Run `iterate` without projection for each (start, noises) and stack the results on dim 1."""
-    outputs = [
-        iterate(consistency_fn, start, no_projection, levels, sigma_min, None, clip_denoised, z).x for start, z in cases
-    ]
+    outputs = [iterate(consistency_fn, start, None, levels, sigma_min, None, clip_denoised, z).x for start, z in cases]
     return EditResult(torch.stack(outputs, dim=1), len(levels))
 
 
@@ -212,29 +211,6 @@ def interpolate_images(
     return _paths(consistency_fn, cases, levels, sigma_min, clip_denoised)
 
 
-def _teacher_solve(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    levels: list[float],
-    solver: str,
-    guide: Callable[[torch.Tensor, float], torch.Tensor],
-) -> EditResult:
-    """Euler or Heun steps along `levels` (ending at 0; Euler for the last step), `guide(x, σ)` before each."""
-    if solver not in ("euler", "heun"):
-        raise ConfigError(f"the teacher baseline takes the solver euler or heun, got {solver!r}")
-    if len(levels) < 2 or levels[-1] != 0 or any(b >= a for a, b in itertools.pairwise(levels)):
-        raise ConfigError(f"teacher levels must decrease strictly to 0, got {levels}")
-    nfe = 0
-    for sigma, sigma_next in itertools.pairwise(levels):
-        x = guide(x, sigma)
-        s, s_next = x.new_full((x.shape[0],), sigma), x.new_full((x.shape[0],), sigma_next)
-        if solver == "euler" or sigma_next == 0:
-            x, nfe = euler_step(denoiser, x, s, s_next), nfe + 1
-        else:
-            x, nfe = heun_step(denoiser, x, s, s_next), nfe + 2
-    return EditResult(x, nfe)
-
-
 def edit_with_teacher(
     denoiser: Denoiser,
     reference: torch.Tensor,
@@ -252,13 +228,18 @@ def edit_with_teacher(
     exact. `sigmas` descends to 0 (e.g. `generate.teacher_sigmas`); NFE = 2K − 1 with Heun, K with Euler.
     """
     levels = [float(s) for s in sigmas]
+    if solver not in TEACHER_SOLVERS:
+        raise ConfigError(f"the teacher baseline takes the solver {' or '.join(TEACHER_SOLVERS)}, got {solver!r}")
+    if len(levels) < 2 or levels[-1] != 0 or any(b >= a for a, b in itertools.pairwise(levels)):
+        raise ConfigError(f"teacher levels must decrease strictly to 0, got {levels}")
     problem = EditProblem(reference, transform, mask)
     z = randn_like(reference, generator)
 
     def guide(x: torch.Tensor, sigma: float) -> torch.Tensor:
         return problem.project(x, problem.transform.forward(reference + sigma * z))
 
-    result = _teacher_solve(denoiser, problem.known() + levels[0] * z, levels, solver, guide)
+    start = problem.known() + levels[0] * z
+    result = solve_ode(denoiser, start, torch.tensor(levels, dtype=torch.float64), solver, before_step=guide)
     return EditResult(problem.project(result.x.clamp(-1, 1) if clip_denoised else result.x), result.nfe)
 
 

@@ -400,8 +400,8 @@ def validate(config: Config) -> None:
     from .data import DATASETS, IMAGE_DATASETS
     from .devices import parse_device
     from .distances import DISTANCES
+    from .embedding import EMBEDDINGS
     from .nets import NETWORK_KINDS
-    from .nets.embedding import EMBEDDINGS
     from .objectives import WEIGHTINGS
     from .parameterization import NOISE_CONDITIONINGS
     from .schedules import CT_SCHEDULE_VARIANTS

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .nets.embedding import FourierEmbedding
+from .embedding import FourierEmbedding
 from .objectives import paired_passes
 from .parameterization import append_dims, call_network, noise_conditioning
 

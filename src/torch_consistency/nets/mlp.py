@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .embedding import GuidanceEmbedding, noise_embedding
+from ..embedding import GuidanceEmbedding, noise_embedding
 
 
 class ResidualBlock(nn.Module):

@@ -14,7 +14,7 @@ from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
 
-from .embedding import GuidanceEmbedding
+from ..embedding import GuidanceEmbedding
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 digits: ~0.4M parameters

@@ -298,7 +298,7 @@ def student_initial_weights(
     model: torch.nn.Module, teacher_weights: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """The teacher's weights plus the student's own fresh w-embedding (a guided student has one, its teacher none)."""
-    from ..nets.embedding import GuidanceEmbedding
+    from ..embedding import GuidanceEmbedding
 
     own = {
         f"{name}.{key}": value

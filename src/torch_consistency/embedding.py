@@ -1,4 +1,5 @@
-"""Embeddings of the noise conditioning c_noise (reference.md §2, §8) and of the guidance scale w (guidance.py)."""
+"""Embeddings of the noise conditioning c_noise (reference.md §2, §8) and of the guidance scale w (guidance.py):
+the networks (nets/) and TrigFlow's learned weighting w(t) (trigflow.py) build on them."""
 
 import math
 

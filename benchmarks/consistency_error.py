@@ -27,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-from torch_consistency.config import load_config
-from torch_consistency.configs import config_path
+from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.evaluate import edm_consistency_function, held_out, sample_checkpoint
 from torch_consistency.evaluation.lowdim import consistency_error, wasserstein2

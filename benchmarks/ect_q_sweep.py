@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from torch_consistency.config import load_config
-from torch_consistency.configs import config_path
+from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint

@@ -30,8 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from torch_consistency.config import load_config
-from torch_consistency.configs import config_path
+from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint

@@ -1,6 +1,6 @@
 """Small configs that train in seconds."""
 
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 
 TINY = [
     "network.width=32",

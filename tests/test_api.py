@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import torch_consistency as tc
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.nets import build_model
 from torch_consistency.training.checkpoint import save_checkpoint
 

@@ -6,8 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torch_consistency.config import load_config
-from torch_consistency.configs import config_path
+from torch_consistency.configs import config_path, load_config
 from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from torch_consistency.cli import main as cm
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import ImageClassifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint

@@ -1,6 +1,7 @@
 import pytest
 
-from torch_consistency.config import Config, apply_overrides, load_config
+from torch_consistency.config import Config
+from torch_consistency.configs import apply_overrides, load_config
 from torch_consistency.errors import ConfigError
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import TINY
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.errors import ConfigError
 from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train as train_run

@@ -332,7 +332,7 @@ def cm_edit(*args):
 
 
 def save_model(run_dir, shape, method, kind="mlp"):
-    from torch_consistency.config import load_config
+    from torch_consistency.configs import load_config
     from torch_consistency.nets import build_model
     from torch_consistency.training.checkpoint import save_checkpoint
 

@@ -28,7 +28,8 @@ from PIL import Image
 
 from helpers import untrained_checkpoint
 from torch_consistency.cli import main
-from torch_consistency.config import METHODS, Config, load_config
+from torch_consistency.config import METHODS, Config
+from torch_consistency.configs import load_config
 from torch_consistency.data.images import load_cifar10, load_image_folder, load_mnist, load_npz
 from torch_consistency.errors import ConfigError, DataError, UserInputError
 from torch_consistency.image_files import read_image, read_mask

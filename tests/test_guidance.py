@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.gaussian import GaussianMixture, gaussian_denoiser
 from torch_consistency.guidance import guided_denoised, guided_denoiser, network_calls
 from torch_consistency.nets import build_model

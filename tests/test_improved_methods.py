@@ -11,7 +11,7 @@ import torch
 
 from helpers import tiny_config
 from torch_consistency.cli import main as cm
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import ConfigError
 from torch_consistency.evaluation.evaluate import edm_consistency_function, sample_model

@@ -12,7 +12,7 @@ import torch
 from diffusers import ConsistencyModelPipeline, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from torch_consistency.cli import main
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError
 from torch_consistency.interop import is_diffusers_folder

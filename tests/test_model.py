@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torch_consistency as tc
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.editing import LUMINANCE
 from torch_consistency.generate import placed
 from torch_consistency.nets import build_model

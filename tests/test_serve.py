@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import torch_consistency as tc
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.evaluation.plots import to_uint8
 from torch_consistency.nets import build_model
 from torch_consistency.serve import create_app

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_serve import pixels, reproduce
-from torch_consistency.config import load_config
+from torch_consistency.configs import load_config
 from torch_consistency.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))

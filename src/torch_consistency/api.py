@@ -5,8 +5,8 @@ and bad input raises a `UserInputError` subclass."""
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Config, load_config
-from .configs import config_path
+from .config import Config
+from .configs import config_path, load_config
 from .errors import ConfigError
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
-from .configs import config_path
+from .configs import config_path, load_config
 from .data import build_images, build_vectors
 from .errors import ConfigError
 from .evaluation.evaluate import (

@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, DataConfig, validate
+from ..config import Config, DataConfig
+from ..configs import validate
 from ..data import PATH_DATASETS
 from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..files import fsync_path, write_json_atomic

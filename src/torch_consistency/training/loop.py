@@ -13,7 +13,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..config import Config, validate
+from ..config import Config
+from ..configs import validate
 from ..data import build_dataset
 from ..devices import available_device
 from ..errors import CheckpointError, ConfigError

@@ -76,7 +76,7 @@ def distillation_teacher(
     """The denoiser a distillation step follows: D(x, σ, c), or the guided D_w (guidance.guided_denoiser)."""
     if w is None:
         return conditioned(teacher, labels)
-    assert labels is not None  # guided distillation needs class-conditional data (config.validate)
+    assert labels is not None  # guided distillation needs class-conditional data (configs.validate)
     return guided_denoiser(teacher, labels, null_label, w)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from torch_consistency.configs import load_config
 from torch_consistency.nets import build_model
-from torch_consistency.training.methods import build_method
+from torch_consistency.training.build import build_method
 from torch_consistency.training.trainer import Trainer
 
 

@@ -19,9 +19,9 @@ from torch_consistency.evaluation.images import evaluate_image_checkpoint, label
 from torch_consistency.generate import requested_labels
 from torch_consistency.nets import build_model
 from torch_consistency.seeding import STREAM_NOISE, step_generator
+from torch_consistency.training.build import build_method
 from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from torch_consistency.training.loop import train
-from torch_consistency.training.methods import build_method
 
 DIGITS = [
     "data.name=digits", "network.class_conditional=true", "network.width=32", "network.depth=1",
@@ -78,7 +78,7 @@ def test_every_method_trains_class_conditionally_and_its_loss_depends_on_the_lab
     dataset = build_dataset(checkpoint.config.data)
     teacher = None
     if name in ("cd", "scd"):
-        from torch_consistency.training.methods import load_teacher
+        from torch_consistency.training.build import load_teacher
 
         teacher = load_teacher(checkpoint.config, dataset, torch.device("cpu"))
     method = build_method(checkpoint.config, teacher, 10)

@@ -21,9 +21,9 @@ from torch_consistency.nets.mlp import MLP
 from torch_consistency.parameterization import Preconditioned
 from torch_consistency.schedules import ect_second_point, ict_num_points, tangent_warmup
 from torch_consistency.sigmas import karras_sigmas
+from torch_consistency.training.build import build_method
 from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
-from torch_consistency.training.methods import build_method
 from torch_consistency.trigflow import (
     HALF_PI,
     TrigFlowModel,

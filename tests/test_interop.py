@@ -29,9 +29,9 @@ from torch_consistency.nets.unet import UNET_PRESETS, UNet
 from torch_consistency.parameterization import Preconditioned
 from torch_consistency.samplers import sample_multistep
 from torch_consistency.sigmas import sigmas_from_diffusers_timesteps
+from torch_consistency.training.build import load_teacher, student_config
 from torch_consistency.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torch_consistency.training.loop import train
-from torch_consistency.training.methods import load_teacher, student_config
 
 IMAGES = ["network.kind=unet", "network.preset=tiny", "data.name=digits", "optim.batch_size=8"]
 SHAPE = (1, 8, 8)

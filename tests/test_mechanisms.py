@@ -11,7 +11,7 @@ from scipy import stats
 from helpers import tiny_config
 from torch_consistency.editing import Identity, edit
 from torch_consistency.samplers import sample_multistep, sample_trigflow
-from torch_consistency.training.methods import Teacher, build_method
+from torch_consistency.training.build import Teacher, build_method
 from written_out import (
     SIGMA_DATA,
     SIGMA_MAX,

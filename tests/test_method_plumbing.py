@@ -10,6 +10,14 @@ from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError, ConfigError
 from torch_consistency.nets.unet import UNET_PRESETS, UNet
 from torch_consistency.parameterization import Preconditioned
+from torch_consistency.training.build import (
+    Teacher,
+    build_method,
+    load_teacher,
+    needs_teacher,
+    student_config,
+    teacher_key,
+)
 from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.improved import (
     ContinuousTimeConsistency,
@@ -17,17 +25,7 @@ from torch_consistency.training.improved import (
     ImprovedConsistencyTraining,
 )
 from torch_consistency.training.loop import train
-from torch_consistency.training.methods import (
-    ConsistencyDistillation,
-    ConsistencyTraining,
-    Teacher,
-    TeacherTraining,
-    build_method,
-    load_teacher,
-    needs_teacher,
-    student_config,
-    teacher_key,
-)
+from torch_consistency.training.methods import ConsistencyDistillation, ConsistencyTraining, TeacherTraining
 
 CPU = torch.device("cpu")
 

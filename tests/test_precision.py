@@ -3,7 +3,7 @@
 import torch
 
 from helpers import tiny_config
-from torch_consistency.training.methods import build_method
+from torch_consistency.training.build import build_method
 from torch_consistency.training.trainer import Trainer
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from torch_consistency.training.methods import Teacher, build_method
+from torch_consistency.training.build import Teacher, build_method
 from torch_consistency.training.trainer import Trainer, build_optimizer, learning_rate
 from written_out import (
     SIGMA_DATA,

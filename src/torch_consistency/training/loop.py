@@ -21,6 +21,7 @@ from ..errors import CheckpointError, ConfigError
 from ..files import check_output_folder, write_json_atomic
 from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
+from .build import build_method, load_teacher, needs_teacher, student_config, student_initial_weights, teacher_key
 from .checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -31,7 +32,6 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .logs import RunLog, summary_writer
-from .methods import build_method, load_teacher, needs_teacher, student_config, student_initial_weights, teacher_key
 from .trainer import Trainer, learning_rate
 
 

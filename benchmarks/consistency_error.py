@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.evaluate import edm_consistency_function, held_out, sample_checkpoint
 from torch_consistency.evaluation.lowdim import consistency_error, wasserstein2
 from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.sigmas import karras_sigmas
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
 METHODS = ("cd", "ct", "ct-short", "ict", "ect", "sct", "scd")

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
@@ -27,7 +28,6 @@ from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
 from torch_consistency.files import write_json_atomic, write_text_atomic
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 
 ONE_STAGE = 100_000  # ect.stage_steps longer than any budget here: q stays at its first stage

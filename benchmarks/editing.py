@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.data import build_dataset
 from torch_consistency.editing import (
     LUMINANCE,
@@ -36,7 +37,6 @@ from torch_consistency.evaluation.plots import save_image_rows
 from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.generate import teacher_sigmas
 from torch_consistency.sigmas import default_sampling_sigmas
-from torch_consistency.training.checkpoint import load_checkpoint
 
 CM_STEPS = (2, 18)
 TEACHER_LEVELS = 18  # Heun: 35 NFE

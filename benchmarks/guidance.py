@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import ClassifierSettings, load_or_train_classifier
@@ -30,7 +31,6 @@ from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import label_rate, prepare_reference, score_images
 from torch_consistency.evaluation.plots import save_image_rows
 from torch_consistency.files import write_json_atomic, write_text_atomic
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
 GUIDANCE = (0.0, 1.0, 2.0, 4.0)

@@ -30,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
@@ -38,7 +39,6 @@ from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
 from torch_consistency.evaluation.plots import save_image_rows
 from torch_consistency.files import write_json_atomic, write_text_atomic
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 
 STEPS_EVERY_CHECKPOINT = (1, 2)

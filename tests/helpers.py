@@ -23,8 +23,8 @@ def untrained_checkpoint(folder, sample_shape=(2,), *overrides: str, step: int =
     """A checkpoint of an untrained tiny model (written by save_checkpoint) in the run folder `folder`."""
     import copy
 
+    from torch_consistency.checkpoint import PARAMETERIZATIONS, save_checkpoint
     from torch_consistency.nets import build_model
-    from torch_consistency.training.checkpoint import PARAMETERIZATIONS, save_checkpoint
 
     config = tiny_config(*overrides)
     model = build_model(config, PARAMETERIZATIONS.get(config.train.method, "consistency"), sample_shape)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import torch_consistency as tc
+from torch_consistency.checkpoint import save_checkpoint
 from torch_consistency.configs import load_config
 from torch_consistency.nets import build_model
-from torch_consistency.training.checkpoint import save_checkpoint
 
 
 def test_every_public_name_resolves_and_is_listed_once():

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from torch_consistency.cli import main as cm
 from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
@@ -20,7 +21,6 @@ from torch_consistency.generate import requested_labels
 from torch_consistency.nets import build_model
 from torch_consistency.seeding import STREAM_NOISE, step_generator
 from torch_consistency.training.build import build_method
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from torch_consistency.training.loop import train
 
 DIGITS = [

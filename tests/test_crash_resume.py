@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from helpers import TINY
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import load_config
 from torch_consistency.errors import ConfigError
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train as train_run
 
 OVERRIDES = [

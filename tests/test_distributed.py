@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import TINY
-from torch_consistency.training.checkpoint import load_checkpoint
+from torch_consistency.checkpoint import load_checkpoint
 
 
 def run(out, processes, *overrides):

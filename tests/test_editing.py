@@ -332,9 +332,9 @@ def cm_edit(*args):
 
 
 def save_model(run_dir, shape, method, kind="mlp"):
+    from torch_consistency.checkpoint import save_checkpoint
     from torch_consistency.configs import load_config
     from torch_consistency.nets import build_model
-    from torch_consistency.training.checkpoint import save_checkpoint
 
     network = (
         ["network.kind=unet", "network.preset=tiny"] if kind == "unet" else ["network.width=32", "network.depth=1"]

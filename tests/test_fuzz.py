@@ -412,7 +412,7 @@ JSON_VALUES = st.recursive(
 @given(key=st.sampled_from(["format", "version", "step", "config", "sample_shape", "num_classes", "weights",
                             "extra"]), value=JSON_VALUES)  # fmt: skip
 def test_meta_json_with_random_values_loads_or_is_refused_in_one_line(key, value, checkpoints, tmp_path):
-    from torch_consistency.training.checkpoint import load_checkpoint
+    from torch_consistency.checkpoint import load_checkpoint
 
     folder = tmp_path / "checkpoint"
     shutil.rmtree(folder, ignore_errors=True)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from torch_consistency.checkpoint import save_checkpoint
 from torch_consistency.configs import load_config
 from torch_consistency.nets import build_model
-from torch_consistency.training.checkpoint import save_checkpoint
 
 OVERRIDES = ["network.kind=unet", "network.preset=tiny", "data.name=digits", "data.holdout_fraction=0.2",
              "train.method=ct", "sampling.clip_denoised=true"]  # fmt: skip

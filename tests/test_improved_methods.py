@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.cli import main as cm
 from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
@@ -22,7 +23,6 @@ from torch_consistency.parameterization import Preconditioned
 from torch_consistency.schedules import ect_second_point, ict_num_points, tangent_warmup
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.training.build import build_method
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 from torch_consistency.trigflow import (
     HALF_PI,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffusers import ConsistencyModelPipeline, DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from torch_consistency.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torch_consistency.cli import main
 from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
@@ -30,7 +31,6 @@ from torch_consistency.parameterization import Preconditioned
 from torch_consistency.samplers import sample_multistep
 from torch_consistency.sigmas import sigmas_from_diffusers_timesteps
 from torch_consistency.training.build import load_teacher, student_config
-from torch_consistency.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torch_consistency.training.loop import train
 
 IMAGES = ["network.kind=unet", "network.preset=tiny", "data.name=digits", "optim.batch_size=8"]

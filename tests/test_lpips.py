@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.errors import CheckpointError
 from torch_consistency.nets.lpips import LPIPS, installed_lpips_heads, load_lpips
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.loop import train
 
 

@@ -6,6 +6,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from helpers import raises_exactly, tiny_config
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError, ConfigError
 from torch_consistency.nets.unet import UNET_PRESETS, UNet
@@ -18,7 +19,6 @@ from torch_consistency.training.build import (
     student_config,
     teacher_key,
 )
-from torch_consistency.training.checkpoint import load_checkpoint
 from torch_consistency.training.improved import (
     ContinuousTimeConsistency,
     EasyConsistencyTuning,

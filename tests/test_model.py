@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import torch_consistency as tc
+from torch_consistency.checkpoint import PARAMETERIZATIONS, save_checkpoint
 from torch_consistency.configs import load_config
 from torch_consistency.editing import LUMINANCE
 from torch_consistency.generate import placed
 from torch_consistency.nets import build_model
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.solvers import solve_ode
-from torch_consistency.training.checkpoint import PARAMETERIZATIONS, save_checkpoint
 
 TINY = ["data.name=digits", "network.width=32", "network.depth=1", "network.embedding_dim=16"]
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0

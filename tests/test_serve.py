@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import torch_consistency as tc
+from torch_consistency.checkpoint import PARAMETERIZATIONS, save_checkpoint
 from torch_consistency.configs import load_config
 from torch_consistency.evaluation.plots import to_uint8
 from torch_consistency.nets import build_model
 from torch_consistency.serve import create_app
-from torch_consistency.training.checkpoint import PARAMETERIZATIONS, save_checkpoint
 
 TINY = ["data.name=digits", "network.width=32", "network.depth=1", "network.embedding_dim=16"]
 GUIDED = ["network.class_conditional=true", "teacher.label_dropout=0.2", "cd.teacher=t", "cd.guidance=input",

@@ -4,10 +4,10 @@ import sys
 import pytest
 
 from helpers import tiny_config
+from torch_consistency.checkpoint import load_checkpoint, store_sampling_sigmas
 from torch_consistency.evaluation.evaluate import sampling_sigmas
 from torch_consistency.evaluation.timepoints import greedy_time_points, ternary_search
 from torch_consistency.sigmas import karras_sigmas
-from torch_consistency.training.checkpoint import load_checkpoint, store_sampling_sigmas
 from torch_consistency.training.loop import train
 
 

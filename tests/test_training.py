@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint, load_weights
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError, ConfigError
 from torch_consistency.evaluation.lowdim import consistency_error
 from torch_consistency.nets import build_model
 from torch_consistency.training.build import build_method, load_teacher
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint, load_weights
 from torch_consistency.training.loop import train
 
 

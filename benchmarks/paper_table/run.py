@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
@@ -28,7 +29,6 @@ from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
 from torch_consistency.evaluation.plots import save_image_rows, save_metric_plot
 from torch_consistency.files import write_json_atomic, write_text_atomic
-from torch_consistency.training.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.training.loop import train
 
 # name → (bundled config, overrides, the config key naming the teacher or None); every method that uses a

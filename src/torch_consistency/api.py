@@ -51,9 +51,9 @@ def export_diffusers(run_or_checkpoint: str | Path, out: str | Path, weights: st
     checkpoint as a folder that diffusers' `ConsistencyModelPipeline.from_pretrained(out)` loads; return `out`.
     `weights` is the weight set (online, target, ema-RATE; default the first EMA). `out` must not exist or be empty;
     it appears complete or not at all."""
+    from .checkpoint import load_checkpoint
     from .files import check_output_folder
     from .interop.diffusers import export_diffusers as write_pipeline
-    from .training.checkpoint import load_checkpoint
 
     check_output_folder(out, "out")
     checkpoint = load_checkpoint(run_or_checkpoint)

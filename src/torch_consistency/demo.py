@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint, store_sampling_sigmas
 from .configs import config_path, load_config
 from .data import build_images, build_vectors
 from .errors import ConfigError
@@ -24,7 +25,6 @@ from .evaluation.plots import save_image_rows, save_scatter_grid
 from .evaluation.report import scores_table
 from .evaluation.timepoints import search_checkpoint_sigmas
 from .files import write_json_atomic, write_text_atomic
-from .training.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, store_sampling_sigmas
 from .training.loop import holds_run, train
 
 TEACHER_LEVELS = (18, 40)  # Heun: 35 and 79 NFE

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import editing
+from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, guidance_section, has_guidance_input, has_null_class
 from .editing import EditResult
 from .errors import ConfigError
@@ -24,7 +25,6 @@ from .generate import requested_labels, sampling_guidance, teacher_sigmas
 from .guidance import guided_denoiser, network_calls
 from .sigmas import karras_sigmas
 from .solvers import SOLVERS, solve_ode
-from .training.checkpoint import Checkpoint, load_checkpoint
 from .trigflow import TrigFlowModel
 
 Labels = int | str | Sequence[int] | None

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import Checkpoint
 from ..config import Config
 from ..data import Distribution
 from ..generate import Generated, generate, requested_labels, sampling_guidance, teacher_sigmas
@@ -18,7 +19,6 @@ from ..parameterization import Preconditioned
 from ..samplers import ConsistencyFunction
 from ..seeding import derive_seed
 from ..sigmas import default_sampling_sigmas, karras_sigmas
-from ..training.checkpoint import Checkpoint
 from ..trigflow import TrigFlowModel, trigflow_sampling_times, trigflow_time
 from .lowdim import ConsistencyError, consistency_error, mixture_coverage, mmd, wasserstein2
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpoint import Checkpoint
+from ..checkpoint import Checkpoint
 from .classifier import ImageClassifier, accuracy
 from .evaluate import sample_checkpoint
 from .features import FeatureExtractor, reference_statistics

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import Checkpoint, load_checkpoint, received_data
 from ..errors import ConfigError
 from ..files import check_output_folder, write_json_atomic, write_text_atomic
-from ..training.checkpoint import Checkpoint, load_checkpoint, received_data
 
 DEFAULT_CACHE = Path.home() / ".cache" / "torch-consistency"
 
@@ -169,7 +169,7 @@ def run_vectors(args: EvaluationOptions, checkpoint: Checkpoint) -> Evaluation:
 
 def search_and_store_sigmas(checkpoint: Checkpoint, dataset: Any, num: int, args: EvaluationOptions) -> None:
     """Greedy ternary search of the 2- and 3-step σ's on the MMD of the scores; stored in the checkpoint."""
-    from ..training.checkpoint import store_sampling_sigmas
+    from ..checkpoint import store_sampling_sigmas
     from .evaluate import held_out, mmd_bandwidths
     from .lowdim import mmd
     from .timepoints import search_checkpoint_sigmas

@@ -3,10 +3,10 @@
 import dataclasses
 from typing import TYPE_CHECKING
 
+from ..checkpoint import Checkpoint
 from ..data import build_images
 from ..errors import ConfigError
 from ..files import write_json_atomic, write_text_atomic
-from ..training.checkpoint import Checkpoint
 from .classifier import TrainedClassifier
 from .features import FeatureExtractor, classifier_extractor, inception_extractor
 from .frechet import FeatureStatistics
@@ -139,7 +139,7 @@ def search_and_store_sigmas(
     checkpoint: Checkpoint, reference: Reference, extractor: FeatureExtractor, args: "EvaluationOptions"
 ) -> None:
     """Greedy ternary search of the 2- and 3-step σ's on the FD of 2,000 samples; stored in the checkpoint."""
-    from ..training.checkpoint import store_sampling_sigmas
+    from ..checkpoint import store_sampling_sigmas
     from .timepoints import search_checkpoint_sigmas
 
     def fd(samples):

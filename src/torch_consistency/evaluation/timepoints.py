@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..checkpoint import Checkpoint
 from ..errors import ConfigError
 from ..sigmas import karras_sigmas
-from ..training.checkpoint import Checkpoint
 from .evaluate import sample_checkpoint
 
 Objective = Callable[[list[float]], float]

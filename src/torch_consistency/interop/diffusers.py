@@ -20,12 +20,12 @@ import torch
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 from torch import nn
 
+from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import Config, has_guidance_input
 from ..errors import CheckpointError, ConfigError
 from ..files import fsync_path
 from ..nets.unet import UNET_PRESETS, UNet
 from ..parameterization import Preconditioned, append_dims
-from ..training.checkpoint import Checkpoint, load_checkpoint
 
 TEACHER_PIPELINES = ("DDPMPipeline", "DDIMPipeline")
 TEACHER_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import load_checkpoint
 from ..config import Config, guidance_section, has_null_class
 from ..embedding import GuidanceEmbedding
 from ..errors import CheckpointError, ConfigError
 from ..interop import is_diffusers_folder
-from .checkpoint import load_checkpoint
 from .improved import ContinuousTimeConsistency, EasyConsistencyTuning, ImprovedConsistencyTraining
 from .methods import ConsistencyDistillation, ConsistencyTraining, Method, Network, TeacherTraining
 

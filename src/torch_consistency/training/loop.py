@@ -13,6 +13,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_network_weights,
+    load_weights,
+    received_data,
+    save_checkpoint,
+)
 from ..config import Config
 from ..configs import validate
 from ..data import build_dataset
@@ -22,15 +31,6 @@ from ..files import check_output_folder, write_json_atomic
 from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
 from .build import build_method, load_teacher, needs_teacher, student_config, student_initial_weights, teacher_key
-from .checkpoint import (
-    Checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_network_weights,
-    load_weights,
-    received_data,
-    save_checkpoint,
-)
 from .logs import RunLog, summary_writer
 from .trainer import Trainer, learning_rate
 

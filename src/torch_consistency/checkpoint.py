@@ -23,15 +23,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, DataConfig
-from ..configs import validate
-from ..data import PATH_DATASETS
-from ..errors import CheckpointError, ConfigError, DataError, first_line
-from ..files import fsync_path, write_json_atomic
-from ..nets import build_model
-from ..parameterization import Preconditioned
-from ..schedules import ct_num_points, ict_num_points
-from ..trigflow import TrigFlowModel
+from .config import Config, DataConfig
+from .configs import validate
+from .data import PATH_DATASETS
+from .errors import CheckpointError, ConfigError, DataError, first_line
+from .files import fsync_path, write_json_atomic
+from .nets import build_model
+from .parameterization import Preconditioned
+from .schedules import ct_num_points, ict_num_points
+from .trigflow import TrigFlowModel
 
 FORMAT = "torch-consistency"
 FORMAT_VERSION = 1

@@ -33,9 +33,9 @@ from torch_consistency.editing import (
     super_resolution_problem,
 )
 from torch_consistency.evaluation.classifier import load_or_train_classifier
-from torch_consistency.evaluation.plots import save_image_rows
 from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.generate import teacher_sigmas
+from torch_consistency.plots import save_image_rows
 from torch_consistency.sigmas import default_sampling_sigmas
 
 CM_STEPS = (2, 18)

@@ -29,8 +29,8 @@ from torch_consistency.evaluation.classifier import ClassifierSettings, load_or_
 from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import label_rate, prepare_reference, score_images
-from torch_consistency.evaluation.plots import save_image_rows
 from torch_consistency.files import write_json_atomic, write_text_atomic
+from torch_consistency.plots import save_image_rows
 from torch_consistency.training.loop import train
 
 GUIDANCE = (0.0, 1.0, 2.0, 4.0)

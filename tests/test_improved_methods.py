@@ -15,8 +15,9 @@ from torch_consistency.cli import main as cm
 from torch_consistency.configs import load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import ConfigError
-from torch_consistency.evaluation.evaluate import edm_consistency_function, sample_model
+from torch_consistency.evaluation.evaluate import edm_consistency_function
 from torch_consistency.evaluation.lowdim import consistency_error
+from torch_consistency.generate import sample_model
 from torch_consistency.nets import build_model
 from torch_consistency.nets.mlp import MLP
 from torch_consistency.parameterization import Preconditioned

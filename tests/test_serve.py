@@ -23,8 +23,8 @@ from PIL import Image
 import torch_consistency as tc
 from torch_consistency.checkpoint import PARAMETERIZATIONS, save_checkpoint
 from torch_consistency.configs import load_config
-from torch_consistency.evaluation.plots import to_uint8
 from torch_consistency.nets import build_model
+from torch_consistency.plots import to_uint8
 from torch_consistency.serve import create_app
 
 TINY = ["data.name=digits", "network.width=32", "network.depth=1", "network.embedding_dim=16"]

@@ -5,8 +5,8 @@ import pytest
 
 from helpers import tiny_config
 from torch_consistency.checkpoint import load_checkpoint, store_sampling_sigmas
-from torch_consistency.evaluation.evaluate import sampling_sigmas
 from torch_consistency.evaluation.timepoints import greedy_time_points, ternary_search
+from torch_consistency.generate import sampling_sigmas
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.training.loop import train
 

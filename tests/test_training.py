@@ -141,3 +141,20 @@ def test_a_teacher_for_other_data_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="trained on samples of shape"):
         train(config, tmp_path / "cd", progress=False)
     assert not (tmp_path / "cd").exists()
+
+
+def test_preview_pictures_show_one_step_samples_of_the_first_ema(tmp_path):
+    """train.sample_every writes RUN/samples/step-N.png: 1000 one-step samples (seed 0) of the first EMA at step N."""
+    from torch_consistency.generate import sample_model
+    from torch_consistency.plots import save_samples_picture
+
+    config = tiny_config("train.method=ct", "train.total_steps=4", "train.checkpoint_every=2", "train.sample_every=2")
+    train(config, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
+        "step-00000002.png",
+        "step-00000004.png",
+    ]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000002")
+    samples = sample_model(checkpoint.build_model("ema-0.999"), checkpoint.config, (2,), 0, 1000, steps=1, seed=0)
+    expected = save_samples_picture(samples.x, tmp_path / "expected.png", title="step 2")
+    assert (tmp_path / "run" / "samples" / "step-00000002.png").read_bytes() == expected.read_bytes()

@@ -27,8 +27,8 @@ from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
-from torch_consistency.evaluation.plots import save_image_rows, save_metric_plot
 from torch_consistency.files import write_json_atomic, write_text_atomic
+from torch_consistency.plots import save_image_rows, save_metric_plot
 from torch_consistency.training.loop import train
 
 # name → (bundled config, overrides, the config key naming the teacher or None); every method that uses a

@@ -21,10 +21,10 @@ from .evaluation.evaluate import (
     score,
 )
 from .evaluation.lowdim import mmd
-from .evaluation.plots import save_image_rows, save_scatter_grid
 from .evaluation.report import scores_table
 from .evaluation.timepoints import search_checkpoint_sigmas
 from .files import write_json_atomic, write_text_atomic
+from .plots import save_image_rows, save_scatter_grid
 from .training.loop import holds_run, train
 
 TEACHER_LEVELS = (18, 40)  # Heun: 35 and 79 NFE

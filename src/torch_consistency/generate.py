@@ -1,5 +1,7 @@
 """Draw samples from a trained model in batches: a consistency model at given σ's (a TrigFlow model at given t's),
-or a teacher by its ODE; for chosen classes and, for models that take it, a guidance scale w (guidance.py)."""
+or a teacher by its ODE; for chosen classes and, for models that take it, a guidance scale w (guidance.py).
+`sample_model` chooses the time points from a model's config (what `Model.sample`, `cm sample`, evaluation and the
+trainer's preview pictures use); `generate` runs them."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,9 +14,9 @@ from .errors import ConfigError
 from .guidance import guided_denoiser, network_calls
 from .parameterization import Preconditioned
 from .samplers import SampleResult, sample_multistep, sample_trigflow
-from .sigmas import karras_sigmas
+from .sigmas import default_sampling_sigmas, karras_sigmas
 from .solvers import ODESolution, solve_ode
-from .trigflow import TrigFlowModel
+from .trigflow import TrigFlowModel, trigflow_sampling_times, trigflow_time
 
 
 @dataclass
@@ -169,3 +171,45 @@ def sampling_guidance(config: Config, parameterization: str, num_classes: int, g
     if parameterization == "denoiser" and num_classes > 0:
         raise ConfigError("guidance needs a null class: this teacher was trained without teacher.label_dropout")
     raise ConfigError(f"this {config.train.method} model takes no guidance: it has no null class and no w input")
+
+
+def sample_model(
+    model: Preconditioned | TrigFlowModel, config: Config, sample_shape: tuple[int, ...], num_classes: int,
+    num_samples: int, *,
+    steps: int | None = None, sigmas: Sequence[float] | None = None, teacher_levels: int | None = None,
+    solver: str | None = None, labels: int | str | Sequence[int] | None = None, guidance: float | None = None,
+    seed: int = 0, batch_size: int = 1024, device: str | torch.device = "cpu", progress: bool = False,
+) -> Generated:  # fmt: skip
+    """Samples from a model: a consistency model at `steps` (or `sigmas`), a teacher at `teacher_levels`; `labels`
+    (a class, a list of classes or "all", in equal blocks; default random) and `guidance` w are checked first
+    (generate.requested_labels, generate.sampling_guidance: ConfigError for what the model cannot take)."""
+    chosen = None if labels is None else requested_labels(labels, num_samples, num_classes)
+    w = sampling_guidance(config, model.parameterization, num_classes, guidance)
+    d = config.diffusion
+    levels: Sequence[float] | torch.Tensor
+    if model.parameterization == "denoiser":
+        levels = teacher_sigmas(teacher_levels or config.sampling.teacher_steps, d.sigma_min, d.sigma_max, d.rho)
+        solver = solver or config.sampling.teacher_solver
+    elif model.parameterization == "trigflow":  # times t: π/2 (and 1.1), or the σ's given, as arctan(σ/σ_d)
+        default = default_sampling_sigmas(steps or 1, d.sigma_min, d.sigma_max, d.rho)
+        levels = (
+            trigflow_sampling_times(steps or 1, default, d.sigma_data)
+            if sigmas is None
+            else trigflow_time(torch.as_tensor(sigmas, dtype=torch.float64), d.sigma_data).tolist()
+        )
+    else:
+        levels = sigmas if sigmas is not None else sampling_sigmas(config, steps or 1)
+    return generate(
+        model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
+        labels=chosen, guidance=w, seed=seed, batch_size=batch_size, clip_denoised=config.sampling.clip_denoised,
+        device=device, progress=progress,
+    )  # fmt: skip
+
+
+def sampling_sigmas(config: Config, steps: int) -> list[float]:
+    """The σ's for `steps`-step sampling: those stored by a time-point search, else a Karras grid."""
+    searched = {2: config.sampling.sigmas_2, 3: config.sampling.sigmas_3}.get(steps)
+    if searched:
+        return list(searched)
+    d = config.diffusion
+    return default_sampling_sigmas(steps, d.sigma_min, d.sigma_max, d.rho).tolist()

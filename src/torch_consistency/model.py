@@ -1,7 +1,7 @@
 """The model object of the public API: a checkpoint loaded once, sampled and edited with tensors in and out.
 
 `load(path)` gives a `Model` for any method: a consistency model (CD, CT, iCT, ECT), a TrigFlow model (sCM) or a
-teacher (EDM denoiser). Sampling goes through `evaluation.evaluate.sample_model` (what `cm sample` runs); editing
+teacher (EDM denoiser). Sampling goes through `generate.sample_model` (what `cm sample` runs); editing
 through the tasks of `editing` (paper Algorithm 4, reference.md §7), with a TrigFlow model's f at EDM σ's and a
 teacher's PF-ODE with replacement guidance as the baseline. Bad arguments raise a `UserInputError` subclass whose
 message names the argument.
@@ -20,8 +20,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, guidance_section, has_guidance_input, has_null_class
 from .editing import EditResult
 from .errors import ConfigError
-from .evaluation.evaluate import sample_model
-from .generate import requested_labels, sampling_guidance, teacher_sigmas
+from .generate import requested_labels, sample_model, sampling_guidance, teacher_sigmas
 from .guidance import guided_denoiser, network_calls
 from .sigmas import karras_sigmas
 from .solvers import SOLVERS, solve_ode

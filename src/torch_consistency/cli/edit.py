@@ -260,8 +260,8 @@ class Editor:
         return [x, *out.x.unbind(1), batch["x2"]], out.x, out.nfe
 
     def write(self, names, results, extras, panels: torch.Tensor, nfe: int, teacher_nfe: int | None) -> int:
-        from ..evaluation.plots import image_grid, save_png, to_uint8
         from ..files import write_json_atomic
+        from ..plots import image_grid, save_png, to_uint8
 
         args, written = self.args, []
         for folder, images in (("", results), ("teacher/", extras)):

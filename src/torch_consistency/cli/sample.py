@@ -183,8 +183,8 @@ def check_sampling_options(args: argparse.Namespace, model: Model) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.plots import save_samples_picture, to_uint8
     from ..model import load
+    from ..plots import save_samples_picture, to_uint8
 
     check_output_folder(args.out)
     model = load(args.checkpoint, args.weights, args.device)

@@ -135,8 +135,8 @@ def check_evaluation_options(args: EvaluationOptions, checkpoint: Checkpoint) ->
 
 def run_vectors(args: EvaluationOptions, checkpoint: Checkpoint) -> Evaluation:
     from ..data import build_vectors
+    from ..plots import save_scatter_grid
     from .evaluate import consistency_error_of, data_floor, evaluate_checkpoint
-    from .plots import save_scatter_grid
     from .report import scores_table
 
     num = args.num or 10_000

@@ -7,11 +7,11 @@ from ..checkpoint import Checkpoint
 from ..data import build_images
 from ..errors import ConfigError
 from ..files import write_json_atomic, write_text_atomic
+from ..plots import image_grid, save_metric_plot, save_png
 from .classifier import TrainedClassifier
 from .features import FeatureExtractor, classifier_extractor, inception_extractor
 from .frechet import FeatureStatistics
 from .images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
-from .plots import image_grid, save_metric_plot, save_png
 
 if TYPE_CHECKING:
     from .run import Evaluation, EvaluationOptions

@@ -16,9 +16,9 @@ import torch
 from ..data import ImageDataset, build_dataset
 from ..editing import check_task_fits_model
 from ..errors import ConfigError, DataError, UserInputError
-from ..evaluation.plots import image_grid, to_uint8
 from ..image_files import png_bytes, read_grey, read_image, read_mask
 from ..model import Model
+from ..plots import image_grid, to_uint8
 from .schemas import MAX_EDIT_STEPS, MAX_IMAGES, MAX_STEPS, EditRequest, GenerateRequest
 
 PNG_PREFIX = "data:image/png;base64,"

@@ -28,6 +28,8 @@ from ..data import build_dataset
 from ..devices import available_device
 from ..errors import CheckpointError, ConfigError
 from ..files import check_output_folder, write_json_atomic
+from ..generate import sample_model
+from ..plots import save_samples_picture
 from ..seeding import STREAM_DEVICE, STREAM_INIT, STREAM_NOISE, derive_seed, step_generator
 from . import distributed
 from .build import build_method, load_teacher, needs_teacher, student_config, student_initial_weights, teacher_key
@@ -207,9 +209,6 @@ def _train(
 
 def _save_preview(config, model, sample_shape, num_classes: int, folder: Path, step: int, device) -> None:
     """folder/step-N.png: samples from an EMA (1 step for consistency models, the default ODE for teachers)."""
-    from ..evaluation.evaluate import sample_model
-    from ..evaluation.plots import save_samples_picture
-
     count = 64 if len(sample_shape) == 3 else 1000
     generated = sample_model(model, config, sample_shape, num_classes, count, steps=1, seed=0, device=device)
     save_samples_picture(generated.x, folder / f"step-{step:08d}.png", title=f"step {step}")

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from ..files import atomic_path
+from .files import atomic_path
 
 
 def save_scatter_grid(

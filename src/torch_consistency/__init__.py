@@ -14,7 +14,8 @@ from .api import export_diffusers, train
 from .distances import l1_distance, l2_distance, pseudo_huber_constant, pseudo_huber_distance
 from .editing import EditResult
 from .errors import CheckpointError, ConfigError, DataError, UserInputError
-from .evaluation.run import Evaluation, evaluate
+from .evaluation.options import Evaluation
+from .evaluation.run import evaluate
 from .gaussian import GaussianMixture, gaussian_consistency_function, gaussian_denoiser
 from .guidance import guided_denoiser
 from .model import GuidanceRange, Model, Samples, load

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from ..evaluation.run import DEFAULT_CACHE
+from ..evaluation.options import DEFAULT_CACHE
 from .sample import add_checkpoint_arguments, counts, integer
 
 EXAMPLES = """

@@ -1,7 +1,6 @@
 """`evaluate` on an image checkpoint: FD, KID, precision/recall per step count, a table, a plot and grids."""
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from ..checkpoint import Checkpoint
 from ..data import build_images
@@ -12,13 +11,11 @@ from .classifier import TrainedClassifier
 from .features import FeatureExtractor, classifier_extractor, inception_extractor
 from .frechet import FeatureStatistics
 from .images import ImageScore, Reference, evaluate_image_checkpoint, prepare_reference, score_images
-
-if TYPE_CHECKING:
-    from .run import Evaluation, EvaluationOptions
+from .options import Evaluation, EvaluationOptions
 
 
 def build_extractor(
-    args: "EvaluationOptions", checkpoint: Checkpoint, classifier: TrainedClassifier | None = None
+    args: EvaluationOptions, checkpoint: Checkpoint, classifier: TrainedClassifier | None = None
 ) -> FeatureExtractor:
     """Inception from the user's weights file, or the cached classifier of the checkpoint's labelled data."""
     if args.features == "inception":
@@ -27,7 +24,7 @@ def build_extractor(
     return classifier_extractor(classifier or evaluation_classifier(args, checkpoint))
 
 
-def evaluation_classifier(args: "EvaluationOptions", checkpoint: Checkpoint) -> TrainedClassifier:
+def evaluation_classifier(args: EvaluationOptions, checkpoint: Checkpoint) -> TrainedClassifier:
     """The cached classifier of the checkpoint's labelled data (trained on first use): FD_classifier's features
     and the judge of a class-conditional model's requested-label rate."""
     from .classifier import load_or_train_classifier
@@ -39,7 +36,7 @@ def evaluation_classifier(args: "EvaluationOptions", checkpoint: Checkpoint) -> 
     return load_or_train_classifier(labelled, args.cache, progress=True)
 
 
-def feature_dim(args: "EvaluationOptions") -> int:
+def feature_dim(args: EvaluationOptions) -> int:
     """The dimension of the features `--features` gives, known from the architecture before anything is loaded."""
     if args.features == "inception":
         from .inception import FEATURES
@@ -50,7 +47,7 @@ def feature_dim(args: "EvaluationOptions") -> int:
     return ImageClassifier(1, 1, ClassifierSettings().width).feature_dim
 
 
-def read_reference_stats(args: "EvaluationOptions") -> FeatureStatistics | None:
+def read_reference_stats(args: EvaluationOptions) -> FeatureStatistics | None:
     """The user's --reference-stats, refused before any work when their dimension is not that of the features."""
     if args.reference_stats is None:
         return None
@@ -77,8 +74,7 @@ def metrics_table(scores: list[ImageScore], metric: str) -> str:
     return "\n".join(lines)
 
 
-def run_images(args: "EvaluationOptions", checkpoint: Checkpoint) -> "Evaluation":
-    from .run import Evaluation
+def run_images(args: EvaluationOptions, checkpoint: Checkpoint) -> Evaluation:
 
     num = args.num or 10_000
     statistics = read_reference_stats(args)
@@ -136,7 +132,7 @@ def run_images(args: "EvaluationOptions", checkpoint: Checkpoint) -> "Evaluation
 
 
 def search_and_store_sigmas(
-    checkpoint: Checkpoint, reference: Reference, extractor: FeatureExtractor, args: "EvaluationOptions"
+    checkpoint: Checkpoint, reference: Reference, extractor: FeatureExtractor, args: EvaluationOptions
 ) -> None:
     """Greedy ternary search of the 2- and 3-step σ's on the FD of 2,000 samples; stored in the checkpoint."""
     from ..checkpoint import store_sampling_sigmas

@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+import torch_consistency as tc
+from torch_consistency.edit_tasks import EditInputs, edit_in_batches
 from torch_consistency.editing import (
     LUMINANCE,
     ChannelMixing,
@@ -451,3 +453,36 @@ def test_cli_bad_inputs_end_with_one_line_and_write_nothing(tmp_path, models, ca
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr and fragment in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the library behind the command
+
+
+def test_edit_in_batches_seeds_batch_b_with_seed_plus_b_and_runs_the_teacher_with_the_same_noise(models):
+    """Three images in batches of two: each batch is Model.inpaint with the generator seed + b, the teacher's
+    baseline the same with its own levels, and the comparison rows are input | kept part | edit | teacher."""
+    model, teacher = tc.load(models["unet"]), tc.load(models["teacher"])
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    inputs = EditInputs(images, mask=mask)
+    out = edit_in_batches(model, "inpaint", inputs, teacher=teacher, steps=2, seed=7, batch_size=2, teacher_steps=3)
+    for b, (start, stop) in enumerate([(0, 2), (2, 3)]):
+        alone = model.inpaint(images[start:stop], mask, steps=2, seed=7 + b)
+        baseline = teacher.inpaint(images[start:stop], mask, teacher_steps=3, seed=7 + b)
+        assert torch.equal(out.results[start:stop], alone.x) and torch.equal(out.teacher[start:stop], baseline.x)
+    assert (out.nfe, out.teacher_nfe, out.columns, out.sigmas) == (2, 5, 4, model.edit_sigmas("inpaint", 2))
+    rows = out.panels.reshape(3, 4, 1, 8, 8)
+    assert torch.equal(rows[:, 0], images) and torch.equal(rows[:, 1], images * (1 - mask))
+    assert torch.equal(rows[:, 2], out.results) and torch.equal(rows[:, 3], out.teacher)
+
+
+def test_edit_in_batches_adds_the_denoising_noise_from_the_batch_generator(models):
+    model = tc.load(models["grey"])
+    clean = torch.zeros(2, 1, 8, 8)
+    out = edit_in_batches(model, "denoise", EditInputs(clean, sigma=0.5, add_noise=True), seed=3)
+    noisy = 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out.results, model.denoise(noisy, 0.5).x) and out.nfe == 1 and out.sigmas == [0.5]
+    assert torch.equal(out.panels.reshape(2, 3, 1, 8, 8)[:, 0], noisy)  # noisy | clean | denoised
+    with pytest.raises(ConfigError, match="denoiser"):
+        edit_in_batches(tc.load(models["teacher"]), "stroke", EditInputs(clean))

@@ -18,6 +18,7 @@ import torch
 from . import editing
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, guidance_section, has_guidance_input, has_null_class
+from .devices import available_device
 from .editing import EditResult
 from .errors import ConfigError
 from .generate import requested_labels, sample_model, sampling_guidance, teacher_sigmas
@@ -60,17 +61,6 @@ def load(run_or_checkpoint: str | Path, weights: str | None = None, device: str 
     return Model(load_checkpoint(run_or_checkpoint), weights, device)
 
 
-def checked_device(device: str | torch.device) -> torch.device:
-    """`device` as a torch.device; ConfigError for an unknown name or a CUDA device this machine lacks."""
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1 ...)") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
-    return chosen
-
-
 def _at_least_one(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
@@ -84,7 +74,7 @@ class Model:
     `.network` (the torch module)."""
 
     def __init__(self, checkpoint: Checkpoint, weights: str | None = None, device: str | torch.device = "cpu") -> None:
-        self.device = checked_device(device)
+        self.device = available_device(str(device), "device")
         self.weights = weights or checkpoint.default_weights()
         self.network = checkpoint.build_model(self.weights).to(self.device)
         self._checkpoint = checkpoint
@@ -137,7 +127,7 @@ class Model:
 
     def to(self, device: str | torch.device) -> "Model":
         """Move the network to `device`; returns the model itself."""
-        self.device = checked_device(device)
+        self.device = available_device(str(device), "device")
         self.network.to(self.device)
         return self
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data import ImageDataset, build_dataset
-from ..editing import check_task_fits_model
+from ..edit_tasks import EditInputs, check_edit, edit_task
 from ..errors import ConfigError, DataError, UserInputError
 from ..image_files import png_bytes, read_grey, read_image, read_mask
 from ..model import Model
@@ -184,7 +184,7 @@ class Service:
             raise ConfigError("mask: inpaint needs one and the other tasks take none")
         if (request.factor is not None) != (task == "super-resolve"):
             raise ConfigError("factor: super-resolve needs one and the other tasks take none")
-        check_task_fits_model(task, model.sample_shape, request.factor)
+        check_edit(model, task, factor=request.factor)
         files = {"input.png": decode_png(request.image, "image")}
         source = io.BytesIO(files["input.png"])
         if task == "colorize":
@@ -205,14 +205,8 @@ class Service:
         options: dict[str, Any] = {"sigmas": prepared.sigmas, "seed": request.seed, "labels": request.label}
         options["guidance"] = request.guidance
         start = time.perf_counter()
-        if request.task == "inpaint" and prepared.mask is not None:
-            out = model.inpaint(prepared.images, prepared.mask, **options)
-        elif request.task == "super-resolve" and request.factor is not None:
-            out = model.super_resolve(prepared.images, request.factor, **options)
-        elif request.task == "colorize":
-            out = model.colorize(prepared.images, **options)
-        else:
-            out = model.edit_strokes(prepared.images, **options)
+        inputs = EditInputs(prepared.images, mask=prepared.mask, factor=request.factor)
+        out = edit_task(model, request.task, inputs, **options)
         model_ms = 1000 * (time.perf_counter() - start)
         return {
             "image": data_url(png_bytes(to_uint8(out.x)[0])),

@@ -4,7 +4,9 @@ each other, errors.py, torch, numpy and the standard library. The layers between
 contracts (pyproject.toml, run by `make test` as lint-imports; README.md, "Architecture")."""
 
 import ast
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "src" / "torch_consistency"
@@ -162,3 +164,15 @@ def test_the_mathematical_modules_import_only_each_other_errors_torch_numpy_and_
         if not allowed(written, target)
     ]
     assert not wrong, wrong
+
+
+def test_the_readme_lists_the_layers_that_the_contracts_enforce():
+    """README.md's "Architecture" names every layer of pyproject.toml's layers contract, top to bottom."""
+    root = PACKAGE.parents[1]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [contract["layers"] for contract in contracts if contract["type"] == "layers"]
+    modules = [name.strip() for layer in layers for name in re.split(r"[|:]", layer)]
+    section = (root / "README.md").read_text().split("## Architecture")[1].split("\n## ")[0]
+    listed = re.findall(r"`([\w.]+)`", "\n".join(re.findall(r"^\s*\d+\. .*(?:\n {3,}.*)*", section, re.MULTILINE)))
+    named = [name for name in dict.fromkeys(listed) if name in modules]
+    assert named == modules

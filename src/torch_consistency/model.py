@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .generate import requested_labels, sample_model, sampling_guidance, teacher_sigmas
 from .guidance import guided_denoiser, network_calls
 from .sigmas import karras_sigmas
-from .solvers import SOLVERS, solve_ode
+from .solvers import ONE_STEP_SOLVERS, SOLVERS, solve_ode
 from .trigflow import TrigFlowModel
 
 Labels = int | str | Sequence[int] | None
@@ -344,10 +344,10 @@ class Model:
         return EditResult(out.x.clamp(-1, 1) if self.config.sampling.clip_denoised else out.x, out.nfe * calls)
 
     def _teacher_solver(self, solver: str | None) -> str:
-        if solver is not None and solver not in editing.TEACHER_SOLVERS:
-            raise ConfigError(f"solver {solver!r}: the teacher baseline takes {' or '.join(editing.TEACHER_SOLVERS)}")
+        if solver is not None and solver not in ONE_STEP_SOLVERS:
+            raise ConfigError(f"solver {solver!r}: the teacher baseline takes {' or '.join(ONE_STEP_SOLVERS)}")
         chosen = solver or self.config.sampling.teacher_solver
-        return chosen if chosen in editing.TEACHER_SOLVERS else "heun"
+        return chosen if chosen in ONE_STEP_SOLVERS else "heun"
 
     def _prepare(
         self,

@@ -15,6 +15,7 @@ from .parameterization import append_dims
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SOLVERS = ("euler", "heun", "dpmpp-2m")
+ONE_STEP_SOLVERS = ("euler", "heun")  # each step needs only its own level (DPM-Solver++(2M) looks back)
 
 
 @dataclass
@@ -74,8 +75,8 @@ def solve_ode(
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if s_churn > 0 and solver != "heun":
         raise ValueError("churn (EDM's stochastic sampler) is defined for the Heun solver only")
-    if before_step is not None and solver == "dpmpp-2m":
-        raise ValueError("before_step is defined for the one-step solvers (Euler, Heun), not a multistep one")
+    if before_step is not None and solver not in ONE_STEP_SOLVERS:
+        raise ValueError(f"before_step is defined for the one-step solvers {', '.join(ONE_STEP_SOLVERS)}")
     if solver == "dpmpp-2m":
         return _solve_dpmpp_2m(denoiser, x, sigmas)
     levels = [float(s) for s in sigmas]

@@ -12,6 +12,7 @@ from ..files import check_output_folder, write_json_atomic
 from ..image_files import read_grey, read_image, read_mask
 from ..model import Model, load
 from ..plots import image_grid, save_png, to_uint8
+from ..solvers import ONE_STEP_SOLVERS
 from .sample import SEED, add_checkpoint_arguments, add_guidance_argument, float_list, integer
 
 MAX_GRID_ROWS = 64
@@ -61,7 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_guidance_argument(parser)
     parser.add_argument("--teacher", type=Path, help="a teacher checkpoint: also run its PF-ODE baseline")
     parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
-    parser.add_argument("--solver", choices=("euler", "heun"), help="teacher: ODE solver (default: config, or heun)")
+    parser.add_argument("--solver", choices=ONE_STEP_SOLVERS, help="teacher: ODE solver (default: config, or heun)")
     parser.add_argument("--batch-size", type=integer(1), default=64, help="images per batch (default 64)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(run=run)

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..files import atomic_path, check_output_folder
 from ..model import Model
 from ..sigmas import sigmas_from_diffusers_timesteps, sigmas_from_openai_ts
+from ..solvers import SOLVERS
 
 EXAMPLES = """
 examples:
@@ -115,7 +116,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     points.add_argument("--timesteps", type=int_list, help="diffusers' timesteps (reversed grid indices)")
     parser.add_argument("--grid-points", type=integer(2), help="grid size for --ts/--timesteps (default: training N)")
     parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
-    parser.add_argument("--solver", choices=("euler", "heun", "dpmpp-2m"), help="teacher: ODE solver")
+    parser.add_argument("--solver", choices=SOLVERS, help="teacher: ODE solver")
     add_conditioning_arguments(parser)
     parser.set_defaults(run=run)
 

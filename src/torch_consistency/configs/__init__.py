@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import METHODS, RANGES, SCM_MODES, Config, guidance_section, has_guidance_input, in_interval
-from ..data import DATASETS, IMAGE_DATASETS
+from ..data import DATASETS, IMAGE_DATASETS, SPLITS
 from ..devices import parse_device
 from ..distances import DISTANCES
 from ..embedding import EMBEDDINGS
@@ -22,7 +22,7 @@ from ..nets import NETWORK_KINDS
 from ..objectives import WEIGHTINGS
 from ..parameterization import NOISE_CONDITIONINGS
 from ..schedules import CT_SCHEDULE_VARIANTS
-from ..solvers import SOLVERS
+from ..solvers import ONE_STEP_SOLVERS, SOLVERS
 
 FOLDER = Path(__file__).parent
 
@@ -123,7 +123,7 @@ def validate(config: Config) -> None:
                  "(use network.kind = 'mlp')")  # fmt: skip
     _one_of(data.name, DATASETS, "data.name")
     _require(data.channels in (1, 3), f"data.channels must be 1 (grey) or 3 (RGB), got {data.channels}")
-    _one_of(data.split, ("train", "holdout"), "data.split")
+    _one_of(data.split, SPLITS, "data.split")
     _require(data.split == "train" or data.holdout_fraction > 0, "data.split = 'holdout' needs holdout_fraction > 0")
     if data.name not in IMAGE_DATASETS:
         for key in ("hflip", "colored"):
@@ -131,7 +131,7 @@ def validate(config: Config) -> None:
     _one_of(o.optimizer, ("radam", "adam"), "optim.optimizer")
     _validate_guidance(config)
     cd, ct = config.cd, config.ct
-    _one_of(cd.solver, ("euler", "heun"), "cd.solver")
+    _one_of(cd.solver, ONE_STEP_SOLVERS, "cd.solver")
     _require(ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
     for section in ("cd", "ct", "ict"):

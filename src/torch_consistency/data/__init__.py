@@ -2,7 +2,7 @@
 
 from ..config import DataConfig
 from ..errors import DataError
-from .images import ImageDataset, colored, load_cifar10, load_digits, load_image_folder, load_mnist, load_npz
+from .images import SPLITS, ImageDataset, colored, load_cifar10, load_digits, load_image_folder, load_mnist, load_npz
 from .toy import TOY_DATASETS, Distribution, toy_distribution
 
 IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder", "npz")
@@ -55,6 +55,7 @@ __all__ = [
     "DATASETS",
     "IMAGE_DATASETS",
     "PATH_DATASETS",
+    "SPLITS",
     "Dataset",
     "Distribution",
     "ImageDataset",

@@ -25,6 +25,9 @@ from ..seeding import STREAM_DATA, derive_seed, step_generator
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+SPLITS = ("train", "holdout")  # data.split: the images training sees, or those held out (`ImageDataset.split`)
+
+
 @dataclass
 class ImageDataset:
     """Images (uint8, N×C×H×W), optional integer labels, and how to serve them."""
@@ -80,7 +83,7 @@ class ImageDataset:
             raise DataError(f"{self.name} holds {len(self)} images, {n} were asked for")
         return self.to_float(self.images[torch.randperm(len(self), generator=generator)[:n]])
 
-    def split(self, holdout_fraction: float, part: str) -> "ImageDataset":
+    def split(self, holdout_fraction: float, part: str) -> "ImageDataset":  # part: one of SPLITS
         """The `train` or `holdout` part of a fixed random split (the same for every run)."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(12345))
         cut = len(self) - round(holdout_fraction * len(self))

@@ -19,7 +19,6 @@ from .algorithm import (
     patch_mean_matrix,
 )
 from .tasks import (
-    TEACHER_SOLVERS,
     colorization_problem,
     colorization_reference,
     colorize,
@@ -37,7 +36,7 @@ from .tasks import (
 )
 
 __all__ = [
-    "DEFAULT_EDIT_STEPS", "LUMINANCE", "STROKE_SIGMAS", "TEACHER_SOLVERS", "ChannelMixing", "EditProblem",
+    "DEFAULT_EDIT_STEPS", "LUMINANCE", "STROKE_SIGMAS", "ChannelMixing", "EditProblem",
     "EditResult", "Identity", "LinearTransform", "PatchTransform", "check_images", "check_sigmas",
     "check_task_fits_model", "colorization_matrix", "colorization_problem", "colorization_reference", "colorize",
     "default_edit_sigmas", "denoise", "edit", "edit_with_teacher", "inpaint", "inpaint_with_teacher",

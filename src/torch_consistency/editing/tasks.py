@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..samplers import ConsistencyFunction
-from ..solvers import Denoiser, solve_ode
+from ..solvers import ONE_STEP_SOLVERS, Denoiser, solve_ode
 from .algorithm import (
     LUMINANCE,
     STROKE_SIGMAS,
@@ -25,8 +25,6 @@ from .algorithm import (
     patch_mean_matrix,
     randn_like,
 )
-
-TEACHER_SOLVERS = ("euler", "heun")  # replacement guidance steps one level at a time
 
 
 def inpainting_problem(reference: torch.Tensor, mask: torch.Tensor) -> EditProblem:
@@ -228,8 +226,8 @@ def edit_with_teacher(
     exact. `sigmas` descends to 0 (e.g. `generate.teacher_sigmas`); NFE = 2K − 1 with Heun, K with Euler.
     """
     levels = [float(s) for s in sigmas]
-    if solver not in TEACHER_SOLVERS:
-        raise ConfigError(f"the teacher baseline takes the solver {' or '.join(TEACHER_SOLVERS)}, got {solver!r}")
+    if solver not in ONE_STEP_SOLVERS:  # replacement guidance steps one level at a time
+        raise ConfigError(f"the teacher baseline takes the solver {' or '.join(ONE_STEP_SOLVERS)}, got {solver!r}")
     if len(levels) < 2 or levels[-1] != 0 or any(b >= a for a, b in itertools.pairwise(levels)):
         raise ConfigError(f"teacher levels must decrease strictly to 0, got {levels}")
     problem = EditProblem(reference, transform, mask)

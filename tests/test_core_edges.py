@@ -65,6 +65,15 @@ def test_ct_curriculum_at_every_step_for_another_s0():
         ct_target_ema(0, 10, 2, 150, 0.9, "blog")
 
 
+def test_ct_target_rate_of_mu0_zero_is_zero_and_continuous_there():
+    """μ0 = 0 means μ(k) = 0 at every step (the target is the current weights), the limit of exp(s0·ln μ0 / m)."""
+    for variant in ("code", "paper"):
+        assert [ct_target_ema(k, 100, 10, 150, 0.0, variant) for k in (0, 50, 100)] == [0.0, 0.0, 0.0]
+    m = ct_scale(100, 100, 10, 150)
+    assert ct_target_ema(100, 100, 10, 150, 1e-9) == pytest.approx(math.exp(10 * math.log(1e-9) / m), rel=1e-12)
+    assert ct_target_ema(100, 100, 10, 150, 1e-300) < 1e-15
+
+
 def test_ict_curriculum_when_stages_are_one_step_long():
     """K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋ is at least one step: with K = 5 < 8 stages, stage s starts at step s."""
     assert [ict_num_points(k, 5) for k in range(6)] == [11, 21, 41, 81, 161, 321]

@@ -29,9 +29,13 @@ def ct_num_points(step: int, total_steps: int, s0: int, s1: int) -> int:
 
 
 def ct_target_ema(step: int, total_steps: int, s0: int, s1: int, mu0: float, variant: str = "code") -> float:
-    """μ(k) = exp(s0·ln μ0 / m(k)) as the code computes it, or exp(s0·ln μ0 / N(k)) as the paper writes it (§5)."""
+    """μ(k) = exp(s0·ln μ0 / m(k)) as the code computes it, or exp(s0·ln μ0 / N(k)) as the paper writes it (§5).
+
+    μ0 = 0 gives its limit μ(k) = 0: the target is the current weights, gradient stopped (iCT's finding, §8)."""
     if variant not in CT_SCHEDULE_VARIANTS:
         raise ValueError(f"unknown CT schedule variant {variant!r}; choose one of {CT_SCHEDULE_VARIANTS}")
+    if mu0 == 0:
+        return 0.0
     scale = ct_scale(step, total_steps, s0, s1)
     divisor = scale if variant == "code" else scale + 1
     return math.exp(s0 * math.log(mu0) / divisor)

@@ -88,6 +88,19 @@ def test_mixture_samples_have_the_right_moments():
     assert torch.allclose(samples.std(0), gmm.stds(), atol=5e-3)
 
 
+def test_mixture_samples_are_the_components_draws_from_the_callers_generator():
+    """x_i = μ_{c_i} + L_{c_i} z_i with c ~ Categorical(π) then z ~ N(0, I), both from the given generator in that
+    order (L = cholesky(Σ)): the same seed gives the same points, and they are these points."""
+    gmm = mixture()
+    stream = torch.Generator().manual_seed(3)
+    component = torch.multinomial(gmm.weights, 500, replacement=True, generator=stream)
+    z = torch.randn(500, gmm.dim, generator=stream, dtype=torch.float64)
+    cholesky = torch.linalg.cholesky(gmm.covariances)
+    expected = gmm.means[component] + (cholesky[component] @ z[:, :, None])[:, :, 0]
+    samples = gmm.sample(500, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(samples, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["eight_gaussians", "two_moons", "swiss_roll", "checkerboard", "gmm"])
 def test_toy_datasets_are_scaled_near_sigma_data(name):
     dataset = build_dataset(DataConfig(name=name, dim=2 if name != "gmm" else 5))

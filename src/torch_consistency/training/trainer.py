@@ -86,7 +86,7 @@ class Trainer:
     @property
     def network(self) -> nn.Module:
         """The module a step runs: the DistributedDataParallel wrapper when there is one, else `model`."""
-        return self.online or self.model
+        return self.online if self.online is not None else self.model
 
     def modules(self) -> dict[str, nn.Module]:
         """Weight sets as saved in a checkpoint: online, target (if any), ema-RATE."""

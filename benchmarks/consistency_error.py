@@ -8,7 +8,7 @@ through the closed-form denoiser, reference.md §12) for --steps steps of --batc
 
 - CD distils the exact denoiser (cd.teacher = exact, N = 18, Heun); sCD distils it in TrigFlow form;
 - CT, iCT and sCT use no teacher; CT runs twice: with the paper's curriculum (s0 = 2, s1 = 150, μ0 = 0.9) and,
-  as `ct-short`, with the curriculum the bundled `toy_ct` config sizes for a short run;
+  as `ct-short`, with the [ct] section of the bundled `toy_ct` config (sized for a short run);
 - ECT tunes a teacher (an EDM denoiser) trained first for --teacher-steps steps (not counted in the budget:
   ECT is by definition fine-tuning; it cannot start from the exact denoiser, which has no weights).
 
@@ -20,6 +20,7 @@ from the runs, with the command that made them.
 """
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -60,9 +61,9 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
 
 
 def short_curriculum() -> list[str]:
-    """CT's N(k), μ(k) curriculum as the bundled toy_ct config sizes it for a short run (s0, s1, μ0)."""
+    """CT's recipe as the bundled toy_ct config sizes it for a short run: its whole [ct] section."""
     ct = load_config(config_path("toy_ct")).ct
-    return [f"ct.s0={ct.s0}", f"ct.s1={ct.s1}", f"ct.mu0={ct.mu0}"]
+    return [f"ct.{key}={value}" for key, value in dataclasses.asdict(ct).items()]
 
 
 def train_or_reuse(overrides: list[str], folder: Path) -> tuple[Path, float]:

@@ -54,14 +54,18 @@ def test_consistency_error_benchmark_writes_every_row_and_the_summary_from_its_r
     )  # fmt: skip
     short = load_checkpoint(tmp_path / "ct-short").config.ct
     toy = load_config(config_path("toy_ct")).ct
-    assert (short.s0, short.s1, short.mu0) == (toy.s0, toy.s1, toy.mu0)  # the curriculum of the bundled toy_ct
-    assert load_checkpoint(tmp_path / "ct").config.ct.s1 == 150  # and the paper's
+    assert short == toy  # the recipe of the bundled toy_ct
+    paper = load_checkpoint(tmp_path / "ct").config.ct
+    assert (paper.s0, paper.s1, paper.mu0, paper.distance) == (2, 150, 0.9, "l2")  # and the paper's
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     assert list(results) == ["cd", "ct", "ct-short", "ict", "ect", "sct", "scd"]
     report = (tmp_path / "results.md").read_text()
     rows = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[1:] == ["cd", "ct", f"ct (s0 = {toy.s0}, s1 = {toy.s1}, mu0 = {toy.mu0}, toy_ct's)", "ict", "ect",
-                        "sct", "scd"]  # fmt: skip
+    toy_label = (
+        f"ct (s0 = {toy.s0}, s1 = {toy.s1}, mu0 = {toy.mu0}, schedule = {toy.schedule}, distance = "
+        f"{toy.distance}, weighting = {toy.weighting}, toy_ct's)"
+    )
+    assert rows[1:] == ["cd", "ct", toy_label, "ict", "ect", "sct", "scd"]
     cd_row = next(line for line in report.splitlines() if line.startswith("| cd |"))
     assert cd_row.split("|")[2].strip() == f"{results['cd']['relative_error']:.4f}"
     assert f"CD (distilling the exact denoiser) reaches {results['cd']['relative_error']:.3f}" in report

@@ -1,6 +1,7 @@
 """Re-check the survivors of a `mutmut run` against more test files, the way mutmut itself runs a mutant.
 
-    python docs/results/mutation/recheck.py tests/test_guidance.py tests/test_conditional.py tests/test_training.py \
+    python docs/results/mutation/recheck.py --modules torch_consistency.training torch_consistency.trigflow -- \
+        tests/test_guidance.py tests/test_conditional.py tests/test_training.py \
         -k "not test_eval_reports_the_label_rate_per_step_count"
 
 Run from the repository root after `mutmut run`. mutmut's generated code under mutants/src switches each function to
@@ -12,6 +13,7 @@ Why: a run checks each mutant only against the test files of `pytest_add_cli_arg
 pyproject.toml (the run's time grows with them); tests elsewhere may kill what survived there.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -24,12 +26,12 @@ from tqdm import tqdm
 HERE = Path(__file__).parent
 
 
-def survivors(mutants: Path) -> list[str]:
-    """The mutants whose stored result is 'survived' or 'no tests'."""
+def survivors(mutants: Path, modules: list[str]) -> list[str]:
+    """The mutants of `modules` (dotted prefixes) whose stored result is 'survived' or 'no tests'."""
     names = []
     for meta in sorted(mutants.rglob("*.py.meta")):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if status_by_exit_code[code] in ("survived", "no tests"):
+            if status_by_exit_code[code] in ("survived", "no tests") and name.startswith(tuple(modules)):
                 names.append(name)
     return names
 
@@ -46,12 +48,14 @@ def first_failure(mutant: str, pytest_arguments: list[str]) -> str | None:
 
 
 def main() -> int:
-    pytest_arguments = sys.argv[1:]
-    if not pytest_arguments:
-        print(__doc__, file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", nargs="+", default=["torch_consistency"], help="re-check these modules' survivors")
+    parser.add_argument("pytest_arguments", nargs="+", help="after --: test files and pytest options")
+    args = parser.parse_args()
+    pytest_arguments = args.pytest_arguments
     done = json.loads((HERE / "recheck.json").read_text()) if (HERE / "recheck.json").exists() else {}
-    for mutant in tqdm([m for m in survivors(Path("mutants")) if m not in done], desc="re-checking survivors"):
+    pending = [name for name in survivors(Path("mutants"), args.modules) if name not in done]
+    for mutant in tqdm(pending, desc="re-checking survivors"):
         done[mutant] = first_failure(mutant, pytest_arguments)
         (HERE / "recheck.json").write_text(json.dumps(done, indent=1, ensure_ascii=False) + "\n")
     killed = sum(value is not None for value in done.values())

@@ -123,8 +123,9 @@ def summary(results: dict) -> list[str]:
         return []
     cd = results["cd"]["relative_error"]
     others = [name for name in results if name != "cd"]
-    within = [row_label(n) for n in others if results[n]["relative_error"] <= 2 * cd]
-    beyond = [f"{row_label(n)} ({results[n]['relative_error']:.3f})" for n in others if n not in within]
+    close = [n for n in others if results[n]["relative_error"] <= 2 * cd]
+    within = [row_label(n) for n in close]
+    beyond = [f"{row_label(n)} ({results[n]['relative_error']:.3f})" for n in others if n not in close]
     out = [f"CD (distilling the exact denoiser) reaches {cd:.3f} of the spread. Within 2× of CD (≤ {2 * cd:.3f}): "
            f"{', '.join(within) or 'none'}; beyond: {', '.join(beyond) or 'none'}."]  # fmt: skip
     if "ct" in results:

@@ -69,4 +69,6 @@ def test_consistency_error_benchmark_writes_every_row_and_the_summary_from_its_r
     cd_row = next(line for line in report.splitlines() if line.startswith("| cd |"))
     assert cd_row.split("|")[2].strip() == f"{results['cd']['relative_error']:.4f}"
     assert f"CD (distilling the exact denoiser) reaches {results['cd']['relative_error']:.3f}" in report
+    verdicts = next(line for line in report.splitlines() if line.startswith("CD (distilling"))
+    assert verdicts.count(toy_label) == 1  # within 2× of CD or beyond it, not both
     assert "benchmarks/consistency_error.py --steps 4" in report

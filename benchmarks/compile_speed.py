@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from train_throughput import setup, timed
+from train_throughput import add_setup_arguments, setup, timed
 
 CASES = {"teacher": ("teacher", "heun"), "cd-heun": ("cd", "heun"), "ct": ("ct", "heun")}
 
@@ -84,16 +84,15 @@ def measure_sampling(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--size", type=int, default=28)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=64)
+    add_setup_arguments(parser)
     parser.add_argument("--sample-batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="calls per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating eager/compiled rounds per case")
     parser.add_argument("--cases", default="teacher,cd-heun,ct", help=f"comma-separated subset of {tuple(CASES)}")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    unknown = sorted(set(args.cases.split(",")) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {tuple(CASES)}")
     print(f"torch {torch.__version__}, U-Net preset {args.preset}, {args.channels}×{args.size}×{args.size}, batch "
           f"{args.batch}, {args.device}, {torch.get_num_threads()} threads; fp32")  # fmt: skip
     print(f"{'case':<28}{'eager s':>9}{'compiled s':>12}{'speed-up':>10}{'compile s':>11}{'same result':>13}")

@@ -48,7 +48,7 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
     return {
         "cd": ["train.method=cd", "cd.teacher=exact", "cd.num_points=18"],
         "ct": ["train.method=ct"],
-        "ct-short": ["train.method=ct", *short_curriculum()],
+        "ct-short": ["train.method=ct", *toy_ct_recipe()],
         "ict": ["train.method=ict"],
         "ect": ["train.method=ect", f"ect.teacher={teacher}", stage_steps],
         "sct": ["train.method=scm", "scm.mode=sct", warmup, scm_lr, SCM_CONDITIONING],
@@ -60,7 +60,7 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
     }[name]  # fmt: skip
 
 
-def short_curriculum() -> list[str]:
+def toy_ct_recipe() -> list[str]:
     """CT's recipe as the bundled toy_ct config sizes it for a short run: its whole [ct] section."""
     ct = load_config(config_path("toy_ct")).ct
     return [f"ct.{key}={value}" for key, value in dataclasses.asdict(ct).items()]
@@ -107,7 +107,7 @@ def score(folder: Path, dataset, args: argparse.Namespace) -> dict:
 
 def row_label(name: str) -> str:
     if name == "ct-short":
-        return "ct (" + ", ".join(short_curriculum()).replace("ct.", "").replace("=", " = ") + ", toy_ct's)"
+        return "ct (" + ", ".join(toy_ct_recipe()).replace("ct.", "").replace("=", " = ") + ", toy_ct's)"
     return name
 
 

@@ -89,16 +89,21 @@ def network_passes(args, trainer, teacher, x0, draws, method: str, solver: str) 
     return total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The U-Net, image size and batch that `setup` builds (shared with compile_speed.py)."""
     parser.add_argument("--preset", default="small")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setup_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5, help="steps per round (and per pass timing)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating fp32/bf16 rounds per case")
     parser.add_argument("--cases", default="teacher,cd-euler,cd-heun,ct", help="comma-separated subset")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     cases = {"teacher": ("teacher", "heun"), "cd-euler": ("cd", "euler"), "cd-heun": ("cd", "heun"),
              "ct": ("ct", "heun")}  # fmt: skip

@@ -43,6 +43,8 @@ def first_failure(mutant: str, pytest_arguments: list[str]) -> str | None:
     result = subprocess.run(
         [*command, *pytest_arguments], cwd="mutants", env=environment, capture_output=True, text=True
     )
+    if result.returncode == 5:  # pytest selected no test: the arguments are wrong, the mutant is not killed
+        raise SystemExit(f"pytest {' '.join(pytest_arguments)} selects no test")
     failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return failed[0] if failed else None if result.returncode == 0 else f"pytest exit code {result.returncode}"
 

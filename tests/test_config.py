@@ -1,7 +1,7 @@
 import pytest
 
 from torch_consistency.config import Config
-from torch_consistency.configs import apply_overrides, load_config
+from torch_consistency.configs import apply_overrides, bundled_configs, config_path, load_config
 from torch_consistency.errors import ConfigError
 
 
@@ -59,3 +59,12 @@ def test_malformed_and_missing_files(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", bundled_configs())
+def test_every_bundled_config_passes_validation(name):
+    """A bundled file edited into a value the validation refuses (a default w outside the trained range, a
+    misspelt key) fails here, not at a user's `cm train`."""
+    teachers = ["cd.teacher=runs/teacher", "ect.teacher=runs/teacher", "scm.teacher=runs/teacher"]
+    config = load_config(config_path(name), teachers)
+    assert config.train.method == name.split("_", 1)[1].removesuffix("_cfg")

@@ -333,6 +333,18 @@ def test_learning_rate_warms_up_linearly_then_stays():
     assert learning_rate(tiny_config("optim.lr=0.01"), 0) == 0.01
 
 
+def test_cosine_decay_follows_the_warm_up_and_reaches_zero_at_the_end():
+    config = tiny_config("optim.lr=0.01", "optim.warmup_steps=2", "optim.decay=cosine", "train.total_steps=10")
+    # after 2 warm-up steps, lr·(1 + cos(π·(k − 2)/8))/2
+    expected = [0.005, 0.01] + [0.01 * (1 + math.cos(math.pi * (k - 2) / 8)) / 2 for k in range(2, 11)]
+    assert [learning_rate(config, k) for k in range(11)] == pytest.approx(expected)
+    assert learning_rate(config, 6) == pytest.approx(0.005) and learning_rate(config, 10) == pytest.approx(0, abs=1e-12)
+    no_warm_up = tiny_config("optim.lr=0.01", "optim.decay=cosine", "train.total_steps=4")
+    assert [learning_rate(no_warm_up, k) for k in range(5)] == pytest.approx(
+        [0.01, 0.0085355, 0.005, 0.0014645, 0], rel=1e-4, abs=1e-12
+    )
+
+
 def test_bf16_precision_runs_the_loss_under_cpu_autocast():
     with make_trainer("train.method=teacher").autocast():
         assert not torch.is_autocast_enabled("cpu")

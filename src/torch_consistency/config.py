@@ -177,6 +177,7 @@ class OptimConfig:
     beta2: float = 0.999
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    decay: str = "none"  # none | cosine: after the warm-up, lr·(1 + cos(π·progress))/2, reaching 0 at the run's end
     grad_clip: float = 0.0  # 0 = no clipping
     batch_size: int = 256
 

@@ -129,6 +129,7 @@ def validate(config: Config) -> None:
         for key in ("hflip", "colored"):
             _require(not getattr(data, key), f"data.{key} applies to image data, not {data.name}")
     _one_of(o.optimizer, ("radam", "adam"), "optim.optimizer")
+    _one_of(o.decay, ("none", "cosine"), "optim.decay")
     _validate_guidance(config)
     cd, ct = config.cd, config.ct
     _one_of(cd.solver, ONE_STEP_SOLVERS, "cd.solver")

@@ -1,5 +1,6 @@
 """One optimisation step of any method: loss, gradient, clipping, optimizer, target and EMA updates."""
 
+import math
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -22,9 +23,14 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
 
 
 def learning_rate(config: Config, step: int) -> float:
-    """Linear warm-up over optim.warmup_steps, then constant."""
+    """Linear warm-up over optim.warmup_steps, then constant (decay = none) or a cosine to 0 at train.total_steps."""
     o = config.optim
-    return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.decay == "none":
+        return o.lr
+    progress = (step - o.warmup_steps) / max(config.train.total_steps - o.warmup_steps, 1)
+    return o.lr * (1 + math.cos(math.pi * progress)) / 2
 
 
 def evaluation_ema_rate(rate: float, step: int) -> float:

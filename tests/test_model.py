@@ -156,6 +156,20 @@ def test_sampling_places_the_network_once_and_in_eval_mode(runs):
     assert torch.equal(model.sample(2, seed=1).x, first)
 
 
+def test_sampling_compile_runs_the_network_compiled_with_equal_samples(runs):
+    """sampling.compile (cm sample --compile): torch.compile'd consistency and TrigFlow networks, same samples."""
+    from torch._dynamo.utils import counters
+
+    for name in ("ct", "scm"):
+        model = tc.load(runs[name])
+        eager = model.sample(4, steps=2, seed=5)
+        model.config.sampling.compile = True
+        captured = counters["stats"]["calls_captured"]
+        compiled = model.sample(4, steps=2, seed=5)
+        assert counters["stats"]["calls_captured"] > captured, name  # dynamo traced the network
+        torch.testing.assert_close(compiled.x, eager.x, rtol=1e-5, atol=1e-5)
+
+
 def cm(*args):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch_consistency", *map(str, args)]

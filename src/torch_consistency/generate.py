@@ -52,6 +52,7 @@ def generate(
     clip_denoised: bool = False,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    compile: bool = False,
 ) -> Generated:
     """Samples from `model`: Algorithm 1 at `sigmas` for a consistency model, `solver` along `sigmas` for a denoiser,
     sCM sampling for a TrigFlow model, whose `sigmas` are TrigFlow times t (`trigflow.trigflow_time` converts).
@@ -61,12 +62,15 @@ def generate(
     D_w with the null class num_classes (two network calls per step, one at w = 0 or 1; NFE counts calls); a
     consistency or TrigFlow model takes it as its input. Check both first (`requested_labels`, `sampling_guidance`).
     Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
+    `compile` runs the network through `torch.compile` (sampling.compile; benchmarks/compile_speed.py).
     """
     memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
     if not placed(model, device, memory_format):
         model = model.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # stubs omit it
     if any(module.training for module in model.modules()):
         model.eval()
+    forward = torch.compile(model) if compile else model
+    consistency_of = torch.compile(model.consistency) if compile and isinstance(model, TrigFlowModel) else None
     outputs, all_labels, nfe = [], [], 0
     starts = range(0, num_samples, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling")):
@@ -83,15 +87,15 @@ def generate(
         w = None if guidance is None else torch.full((count,), float(guidance), device=device)
 
         def network(x, sigma, labels=batch_labels, w=w):
-            return model(x, sigma, labels, guidance=w)
+            return forward(x, sigma, labels, guidance=w)
 
         result: SampleResult | ODESolution
         if model.parameterization == "consistency":
             result = sample_multistep(network, sigmas, noise, sigma_min, generator, clip_denoised)
         elif isinstance(model, TrigFlowModel):
 
-            def consistency(x, t, labels=batch_labels, w=w, trigflow=model):
-                return trigflow.consistency(x, t, labels, w)
+            def consistency(x, t, labels=batch_labels, w=w, trigflow=consistency_of or model.consistency):
+                return trigflow(x, t, labels, w)
 
             result = sample_trigflow(consistency, sigmas, noise, model.sigma_data, generator, clip_denoised)
         else:
@@ -99,7 +103,7 @@ def generate(
             denoiser: Callable[..., torch.Tensor] = network
             if guidance is not None:
                 assert batch_labels is not None  # guidance is checked first: only a class-conditional model takes it
-                denoiser = guided_denoiser(model, batch_labels, num_classes, guidance)
+                denoiser = guided_denoiser(forward, batch_labels, num_classes, guidance)
             result = solve_ode(denoiser, noise * float(levels[0]), levels, solver or "heun", generator=generator)
             result.nfe *= network_calls(guidance)
             if clip_denoised:
@@ -202,7 +206,7 @@ def sample_model(
     return generate(
         model, num_samples, sample_shape, levels, sigma_min=d.sigma_min, solver=solver, num_classes=num_classes,
         labels=chosen, guidance=w, seed=seed, batch_size=batch_size, clip_denoised=config.sampling.clip_denoised,
-        device=device, progress=progress,
+        device=device, progress=progress, compile=config.sampling.compile,
     )  # fmt: skip
 
 

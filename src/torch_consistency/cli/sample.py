@@ -117,6 +117,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid-points", type=integer(2), help="grid size for --ts/--timesteps (default: training N)")
     parser.add_argument("--teacher-steps", type=integer(2), help="teacher: Karras levels before σ = 0 (config's)")
     parser.add_argument("--solver", choices=SOLVERS, help="teacher: ODE solver")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network first (sampling.compile): pays for large --num (compiling takes 10-60 s)",
+    )
     add_conditioning_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -190,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
     model = load(args.checkpoint, args.weights, args.device)
     check_sampling_options(args, model)
+    model.config.sampling.compile = model.config.sampling.compile or args.compile
     generated = model.sample(
         args.num, steps=args.steps, sigmas=sampling_sigmas(args, model), teacher_steps=args.teacher_steps,
         solver=args.solver, labels=args.label, guidance=args.guidance, seed=args.seed, progress=True,

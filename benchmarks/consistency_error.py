@@ -47,7 +47,7 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
     stage_steps = f"ect.stage_steps={max(1, args.steps // args.ect_stages)}"
     return {
         "cd": ["train.method=cd", "cd.teacher=exact", "cd.num_points=18"],
-        "ct": ["train.method=ct"],
+        "ct": ["train.method=ct", *PAPER_CT],
         "ct-short": ["train.method=ct", *toy_ct_recipe()],
         "ict": ["train.method=ict"],
         "ect": ["train.method=ect", f"ect.teacher={teacher}", stage_steps],
@@ -58,6 +58,10 @@ def method_overrides(name: str, args: argparse.Namespace, teacher: Path | None) 
             f"train.checkpoint_every={args.teacher_steps}",
         ],
     }[name]  # fmt: skip
+
+
+# CT's curriculum in the paper's CIFAR-10 setting (reference.md §5), with squared L2 and uniform weights
+PAPER_CT = ["ct.s0=2", "ct.s1=150", "ct.mu0=0.9", "ct.distance=l2", "ct.weighting=uniform"]
 
 
 def toy_ct_recipe() -> list[str]:

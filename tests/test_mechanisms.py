@@ -115,7 +115,7 @@ def test_scm_times_follow_the_lognormal_of_tan_t():
 ALL_METHODS = {
     "teacher": ["train.method=teacher"],
     "cd": ["train.method=cd", "cd.teacher=exact", "cd.num_points=9", "cd.target_ema=0.9"],
-    "ct": ["train.method=ct", "ct.s0=2", "ct.s1=20"],
+    "ct": ["train.method=ct", "ct.s0=2", "ct.s1=20", "ct.mu0=0.9"],
     "ict": ["train.method=ict", "ict.s0=5", "ict.s1=20"],
     "ect": ["train.method=ect", "ect.stage_steps=10"],
     "scm": ["train.method=scm", "scm.tangent_warmup_steps=20"],

@@ -196,7 +196,7 @@ METHODS = {
         0.9, 1.0,
     ),
     "ct": (
-        ["train.method=ct", "ct.s0=2", "ct.s1=20", "ct.mu0=0.8", "ct.weighting=truncated-snr"],
+        ["train.method=ct", "ct.s0=2", "ct.s1=20", "ct.mu0=0.8", "ct.weighting=truncated-snr", "ct.distance=l2"],
         25, ct_loss(2, 20, lambda s: torch.clamp(s**-2, min=1.0)), ct_mu(25, TOTAL_STEPS, 2, 20, 0.8), 1.0,
     ),
     "ict": (["train.method=ict"], 12, ict_loss, None, 1.0),
@@ -354,7 +354,8 @@ def test_bf16_precision_runs_the_loss_under_cpu_autocast():
 
 def test_a_class_conditional_step_passes_the_labels_to_both_passes():
     """CT with θ⁻ ≠ θ on a class-conditional network: the loss written out with the labels in both passes."""
-    config = tiny_config("optim.lr=0.01", "train.method=ct", "ct.s0=2", "ct.s1=20", "network.class_conditional=true")
+    config = tiny_config("optim.lr=0.01", "train.method=ct", "ct.s0=2", "ct.s1=20", "ct.distance=l2",
+                         "ct.weighting=uniform", "network.class_conditional=true")  # fmt: skip
     torch.manual_seed(0)
     trainer = Trainer.create(config, build_method(config, None), (2,), 3, torch.device("cpu"))
     with torch.no_grad():

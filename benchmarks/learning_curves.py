@@ -12,7 +12,7 @@ does not depend on what else runs on the machine; runs here use one thread (OMP_
 CPU-minutes the minutes one core spends. Methods that need a teacher are charged its minutes separately.
 
 Phases: `train` trains the arms one after another, `score` scores every checkpoint not scored yet (cached per
-checkpoint in RUNS/ARM/scores.json, so it can run beside `train`), `report` writes OUT/README.md, results.json
+checkpoint in RUNS/ARM/scores-NUM.json, so it can run beside `train`), `report` writes OUT/README.md, results.json
 and the plots. `all` does the three in turn.
 """
 
@@ -68,6 +68,12 @@ ARMS: dict[str, Arm] = {
     "CT": Arm("ct", [], 800, "method"),
     "iCT": Arm("ict", [], 800, "method"),
     "sCT": Arm("scm", ["scm.mode=sct"], 400, "method"),
+    # Ablations of CD (issue 13's deliverable 2), 360 steps each: compare with CD at step 360.
+    "CD pseudo-Huber": Arm("cd", ["cd.distance=pseudo-huber"], 360, "distance", CD, checkpoints=3),
+    "CD N=40": Arm("cd", ["cd.num_points=40"], 360, "N", CD, checkpoints=3),
+    "CD cosine lr": Arm("cd", ["optim.decay=cosine"], 360, "learning-rate decay", CD, checkpoints=3),
+    # CT's former bundled recipe, for issue 13's deliverable 3.
+    "CT-former": Arm("ct", ["ct.s1=40", "ct.mu0=0.95", "ct.distance=l2", "ct.weighting=uniform"], 800, "CT recipe"),
 }
 
 
@@ -112,7 +118,7 @@ def cpu_minutes(folder: Path, up_to_step: int | None = None) -> float:
 class Scorer:
     """The classifier features and the held-out reference, built once."""
 
-    def __init__(self, teacher: Path, runs: Path, num: int) -> None:
+    def __init__(self, teacher: Path, runs: Path, num: int, batch: int, points: int) -> None:
         data = load_checkpoint(teacher).config.data
         self.train_split = build_dataset(data)
         self.holdout = build_dataset(dataclasses.replace(data, split="holdout"))
@@ -120,7 +126,7 @@ class Scorer:
         self.extractor = classifier_extractor(load_or_train_classifier(labelled, runs / "cache"))
         images = self.holdout.to_float(self.holdout.images)
         self.reference = prepare_reference(self.extractor, images, runs / "cache", self.holdout.name)
-        self.num = num
+        self.num, self.batch, self.points = num, batch, points
 
     def score(self, label: str, samples, nfe: int) -> dict:
         return score_images(label, samples, nfe, self.reference, self.extractor).to_dict()
@@ -132,19 +138,22 @@ class Scorer:
 
 
 def score_run(folder: Path, scorer: Scorer, label: str) -> dict[str, dict]:
-    """Scores of every checkpoint of a run, cached in FOLDER/scores.json: {step: {steps: score}}."""
-    cache_path = folder / "scores.json"
+    """Scores of every checkpoint of a run, cached in FOLDER/scores-NUM.json: {step: {steps: score}}."""
+    cache_path = folder / f"scores-{scorer.num}.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     checkpoints = list_checkpoints(folder)
-    for index, path in enumerate(checkpoints):
-        checkpoint = load_checkpoint(path)
+    # at most `points` checkpoints, evenly spaced and ending at the newest
+    last_index, count = len(checkpoints) - 1, min(scorer.points, len(checkpoints))
+    spacing = last_index / max(count - 1, 1)
+    for index in sorted({last_index - round(j * spacing) for j in range(count)}):
+        checkpoint = load_checkpoint(checkpoints[index])
         last = index == len(checkpoints) - 1 and checkpoint.step == checkpoint.config.train.total_steps
         wanted = STEPS_LAST if last else STEPS_EVERY_CHECKPOINT
         entry = cache.setdefault(str(checkpoint.step), {})
         for steps in wanted:
             if str(steps) in entry:
                 continue
-            generated = sample_checkpoint(checkpoint, scorer.num, steps=steps, seed=1)
+            generated = sample_checkpoint(checkpoint, scorer.num, steps=steps, seed=1, batch_size=scorer.batch)
             entry[str(steps)] = scorer.score(label, generated.x, generated.nfe)
             write_json_atomic(cache_path, cache)
             print(f"{label} step {checkpoint.step}, {steps} step(s): FD {entry[str(steps)]['fd']:.3f}", flush=True)
@@ -152,14 +161,16 @@ def score_run(folder: Path, scorer: Scorer, label: str) -> dict[str, dict]:
 
 
 def score_teacher(teacher: Path, scorer: Scorer, runs: Path, levels: list[int]) -> dict[str, dict]:
-    """The teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in RUNS/teacher_scores.json."""
-    cache_path = runs / "teacher_scores.json"
+    """The teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in RUNS/teacher_scores-NUM.json."""
+    cache_path = runs / f"teacher_scores-{scorer.num}.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     checkpoint = load_checkpoint(teacher)
     for count in levels:
         key = f"heun-{count}"
         if key not in cache:
-            generated = sample_checkpoint(checkpoint, scorer.num, teacher_levels=count, solver="heun", seed=1)
+            generated = sample_checkpoint(
+                checkpoint, scorer.num, teacher_levels=count, solver="heun", seed=1, batch_size=scorer.batch
+            )
             cache[key] = scorer.score("teacher (heun)", generated.x, generated.nfe)
             write_json_atomic(cache_path, cache)
     if "floor" not in cache:
@@ -209,8 +220,39 @@ def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float
     plt.close(figure)
 
 
+# Issue 13's goals: (what, arms it may come from (None: any), sampling steps, largest ratio to the teacher's best)
+GOALS = [
+    ("best 1-step model", None, 1, 1.5),
+    ("best 2-step model", None, 2, 1.15),
+    ("CD at 1 step", ("CD",), 1, 1.7),
+    ("best of CT / iCT / sCT at 2 steps (no teacher)", ("CT", "iCT", "sCT"), 2, 2.0),
+]
+
+
+def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> list[str]:
+    """Each goal met or missed: the best scored point within the teacher's own training time."""
+    rows = ["| goal | target | best point | FD | ratio | verdict |", "|---|---:|---|---:|---:|---|"]
+    for what, names, steps, target in GOALS:
+        points = [
+            (fd, name, step, minutes)
+            for name, result in results.items()
+            if names is None or name in names
+            for minutes, fd, step in result["curves"][steps]
+            if minutes <= teacher_minutes
+        ]
+        if not points:
+            rows.append(f"| {what} | ≤ {target}× | not measured | | | |")
+            continue
+        fd, name, step, minutes = min(points)
+        ratio = fd / teacher_best
+        verdict = "met" if ratio <= target else f"missed by {ratio / target:.2f}×"
+        rows.append(f"| {what} | ≤ {target}× | {name}, step {step} ({minutes:.1f} CPU-min) | {fd:.2f} | "
+                    f"{ratio:.2f}× | {verdict} |")  # fmt: skip
+    return rows
+
+
 def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer | None) -> None:
-    teacher_scores = json.loads((runs / "teacher_scores.json").read_text())
+    teacher_scores = json.loads((runs / f"teacher_scores-{args.num}.json").read_text())
     floor = teacher_scores["floor"]["fd"]
     teacher_best_key = min((k for k in teacher_scores if k != "floor"), key=lambda k: teacher_scores[k]["fd"])
     teacher_best = teacher_scores[teacher_best_key]["fd"]
@@ -218,9 +260,9 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
     table, results, series = [], {}, {"method": {}, "ablation": {}}
     for name, arm in arms.items():
         folder = runs / slug(name)
-        if not (folder / "scores.json").exists():
+        if not (folder / f"scores-{args.num}.json").exists():
             continue
-        scores = json.loads((folder / "scores.json").read_text())
+        scores = json.loads((folder / f"scores-{args.num}.json").read_text())
         curves = {steps: curve(folder, scores, steps) for steps in STEPS_LAST}
         group = "method" if arm.group == "method" else "ablation"
         series[group][name] = (curves, arm.teacher_key is not None)
@@ -246,7 +288,7 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
     plot(series["method"], teacher_best, floor, teacher_minutes, args.out / "methods.png", f"Methods — {title}")
     if series["ablation"]:
         plot(series["ablation"], teacher_best, floor, teacher_minutes, args.out / "ablations.png",
-             f"Ablations of CD — {title}")  # fmt: skip
+             f"Ablations — {title}")  # fmt: skip
     metric = "FD_classifier"
     lines = [
         "# Learning curves on MNIST",
@@ -263,6 +305,11 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | best 1/2/4 | note |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         *table,
+        "",
+        f"Goals (issue 13), each the best scored point of a run within the teacher's {teacher_minutes:.0f} "
+        "CPU-minutes, against the teacher's best:",
+        "",
+        *goal_rows(results, teacher_best, teacher_minutes),
         "",
         "Teacher at ≥ 35 NFE: "
         + ", ".join(f"{k} ({v['nfe']} NFE) {v['fd']:.3f}" for k, v in teacher_scores.items() if k != "floor"),
@@ -303,8 +350,10 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="a trained MNIST teacher run")
     parser.add_argument("--runs", type=Path, default=Path("runs/curves"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/curves"))
-    parser.add_argument("--num", type=int, default=2000, help="samples per score (default 2000)")
+    parser.add_argument("--num", type=int, default=5000, help="samples per score (default 5000: the held-out half)")
     parser.add_argument("--arms", nargs="*", help="only these arms (names as in ARMS)")
+    parser.add_argument("--points", type=int, default=5, help="checkpoints scored per arm, evenly spaced (default 5)")
+    parser.add_argument("--batch", type=int, default=128, help="sampling batch (on a CPU, 1024 is 1.5× slower)")
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=[18], help="Heun levels (18: 35 NFE)")
     parser.add_argument("--phase", choices=("train", "score", "report", "all"), default="all")
     args = parser.parse_args()
@@ -312,7 +361,7 @@ def main() -> None:
     if args.phase in ("train", "all"):
         for name, arm in arms.items():
             train_arm(name, arm, args.data, args.teacher, args.runs)
-    scorer = Scorer(args.teacher, args.runs, args.num) if args.phase != "train" else None
+    scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points) if args.phase != "train" else None
     if args.phase in ("score", "all"):
         score_teacher(args.teacher, scorer, args.runs, args.teacher_levels)
         for name in arms:

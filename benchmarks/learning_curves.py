@@ -12,7 +12,7 @@ does not depend on what else runs on the machine; runs here use one thread (OMP_
 CPU-minutes the minutes one core spends. Methods that need a teacher are charged its minutes separately.
 
 Phases: `train` trains the arms one after another, `score` scores every checkpoint not scored yet (cached per
-checkpoint in RUNS/ARM/scores-NUM.json, so it can run beside `train`), `report` writes OUT/README.md, results.json
+checkpoint in RUNS/ARM/scores-NUM.json, so it can run beside `train`), `report` writes OUT/table.md, results.json
 and the plots. `all` does the three in turn.
 """
 

@@ -193,7 +193,7 @@ def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float
     """FD against CPU-minutes at 1, 2 and 4 steps (log y), one line per arm; teacher-using arms also shifted by the
     teacher's minutes (dashed)."""
     figure, axes = plt.subplots(1, 3, figsize=(17, 5), sharey=True)
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab10").colors
     for axis, steps in zip(axes, STEPS_LAST, strict=True):
         for index, (name, (points_by_steps, charged)) in enumerate(series.items()):
             points = points_by_steps.get(steps, [])
@@ -284,6 +284,8 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
             + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
             + f" | {note} |"
         )
+    if series["ablation"] and "CD" in series["method"]:  # the bundled CD beside its ablations
+        series["ablation"] = {"CD (bundled)": series["method"]["CD"], **series["ablation"]}
     title = f"MNIST, {args.num} samples per point against the held-out half"
     plot(series["method"], teacher_best, floor, teacher_minutes, args.out / "methods.png", f"Methods — {title}")
     if series["ablation"]:

@@ -191,7 +191,7 @@ def curve(folder: Path, scores: dict, steps: int) -> list[tuple[float, float, in
 
 def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float, path: Path, title: str) -> None:
     """FD against CPU-minutes at 1, 2 and 4 steps (log y), one line per arm; teacher-using arms also shifted by the
-    teacher's minutes (dashed)."""
+    teacher's minutes (dotted)."""
     figure, axes = plt.subplots(1, 3, figsize=(17, 5), sharey=True)
     colours = plt.get_cmap("tab10").colors
     for axis, steps in zip(axes, STEPS_LAST, strict=True):

@@ -70,7 +70,8 @@ def generate(
     if any(module.training for module in model.modules()):
         model.eval()
     forward = torch.compile(model) if compile else model
-    consistency_of = torch.compile(model.consistency) if compile and isinstance(model, TrigFlowModel) else None
+    if isinstance(model, TrigFlowModel):
+        trigflow_consistency = torch.compile(model.consistency) if compile else model.consistency
     outputs, all_labels, nfe = [], [], 0
     starts = range(0, num_samples, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling")):
@@ -94,8 +95,8 @@ def generate(
             result = sample_multistep(network, sigmas, noise, sigma_min, generator, clip_denoised)
         elif isinstance(model, TrigFlowModel):
 
-            def consistency(x, t, labels=batch_labels, w=w, trigflow=consistency_of or model.consistency):
-                return trigflow(x, t, labels, w)
+            def consistency(x, t, labels=batch_labels, w=w):
+                return trigflow_consistency(x, t, labels, w)
 
             result = sample_trigflow(consistency, sigmas, noise, model.sigma_data, generator, clip_denoised)
         else:

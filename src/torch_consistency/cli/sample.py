@@ -120,7 +120,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network first (sampling.compile): pays for large --num (compiling takes 10-60 s)",
+        help="torch.compile the network first (sampling.compile): pays for large --num (compiling took 7-48 s here)",
     )
     add_conditioning_arguments(parser)
     parser.set_defaults(run=run)

@@ -37,6 +37,8 @@ def test_toml_file(tmp_path):
         (["cd.target_ema=1.0"], "target_ema"),
         (["cd.target_ema=-0.1"], "target_ema"),
         (["cd.solver=rk4"], "cd.solver"),
+        (["cd.grow_from=1"], "cd.grow_from"),
+        (["cd.num_points=10", "cd.grow_from=11"], "cd.grow_from"),
         (["ct.distance=lpips"], "ct.distance"),
         (["data.name=imagenet"], "data.name"),
         (["train.ema_rates=[1.0]"], "ema_rates"),

@@ -195,6 +195,10 @@ METHODS = {
                    lambda v: pseudo_huber(v, 0.00054 * math.sqrt(2))),
         0.9, 1.0,
     ),
+    "cd-growing-n": (  # N(k) = CT's m(k) + 1 from 3 to 12 points: 4 at step 1 (fixed N would be 12)
+        ["train.method=cd", "cd.teacher=exact", "cd.solver=euler", "cd.num_points=12", "cd.grow_from=3"],
+        1, cd_loss("euler", ct_scale(1, TOTAL_STEPS, 3, 11) + 1, uniform, lambda v: (v**2).mean(1)), None, 1.0,
+    ),
     "ct": (
         ["train.method=ct", "ct.s0=2", "ct.s1=20", "ct.mu0=0.8", "ct.weighting=truncated-snr", "ct.distance=l2"],
         25, ct_loss(2, 20, lambda s: torch.clamp(s**-2, min=1.0)), ct_mu(25, TOTAL_STEPS, 2, 20, 0.8), 1.0,

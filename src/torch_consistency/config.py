@@ -79,6 +79,7 @@ class DistillationConfig:
 
     teacher: str = ""  # a teacher checkpoint, or "exact" for the data's closed-form denoiser
     num_points: int = 18  # N
+    grow_from: int = 0  # > 0: N(k) grows from this to num_points over the run, as CT's N(k) (§5); 0: N fixed
     solver: str = "heun"  # euler | heun
     target_ema: float = 0.0  # μ; 0 = stop-gradient of the current weights
     distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips
@@ -330,7 +331,7 @@ RANGES: dict[str, str] = {
     "optim.lr": "(0, inf)", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": "[0, inf)",
     "optim.warmup_steps": "[0, inf)", "optim.grad_clip": "[0, inf)", "optim.batch_size": "[1, inf)",
     "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
-    "cd.num_points": "[2, inf)", "cd.target_ema": "[0, 1)",
+    "cd.num_points": "[2, inf)", "cd.grow_from": "[0, inf)", "cd.target_ema": "[0, 1)",
     "ct.s0": "[1, inf)", "ct.s1": "[1, inf)", "ct.mu0": "[0, 1)",
     "ict.s0": "[1, inf)", "ict.s1": "[1, inf)", "ict.p_mean": "(-inf, inf)", "ict.p_std": "(0, inf)",
     "ect.p_mean": "(-inf, inf)", "ect.p_std": "(0, inf)", "ect.q": "(1, inf)", "ect.stage_steps": "[1, inf)",

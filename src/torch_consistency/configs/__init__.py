@@ -133,6 +133,10 @@ def validate(config: Config) -> None:
     _validate_guidance(config)
     cd, ct = config.cd, config.ct
     _one_of(cd.solver, ONE_STEP_SOLVERS, "cd.solver")
+    _require(
+        cd.grow_from == 0 or 2 <= cd.grow_from <= cd.num_points,
+        f"cd.grow_from must be 0 (N fixed) or 2 ≤ cd.grow_from ≤ cd.num_points, got {cd.grow_from}",
+    )
     _require(ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
     for section in ("cd", "ct", "ict"):

@@ -167,7 +167,11 @@ class ConsistencyDistillation(_GridPairs):
         return self.config.cd.target_ema > 0
 
     def num_points(self, step: int) -> int:
-        return self.config.cd.num_points
+        """N, or with cd.grow_from > 0 CT's N(k) = m(k) + 1 from grow_from to num_points (§5)."""
+        cd = self.config.cd
+        if cd.grow_from == 0:
+            return cd.num_points
+        return ct_num_points(step, self.config.train.total_steps, cd.grow_from, cd.num_points - 1)
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
         return {**super().draw(step, batch, shape, generator), **draw_guidance(self.config.cd, batch, generator)}
@@ -192,7 +196,7 @@ class ConsistencyDistillation(_GridPairs):
         return self.config.cd.target_ema
 
     def log_values(self, step: int) -> dict[str, Any]:
-        return {"N": self.config.cd.num_points, "mu": self.config.cd.target_ema}
+        return {"N": self.num_points(step), "mu": self.config.cd.target_ema}
 
 
 @dataclass

@@ -4,9 +4,10 @@
         --runs runs/curves --out docs/results/curves [--arms NAME ...] [--phase train|score|report|all]
 
 Every arm (a method, or an ablation of one) is a bundled MNIST config with overrides, trained on the train half
-of the data (`data.holdout_fraction = 0.5`) and checkpointed along the way. Each checkpoint is scored against
-the held-out half with --num samples (1 and 2 steps at every checkpoint, 4 steps at the last): FD on the
-features of a classifier trained on MNIST (FD_classifier, not comparable with Inception FID), KID and k = 3
+of the data (`data.holdout_fraction = 0.5`) and checkpointed along the way; an arm may instead score another
+arm's run with another of its weight sets (its online weights rather than the evaluation EMA). Each checkpoint
+is scored against the held-out half with --num samples (1 and 2 steps at every checkpoint, 4 steps at the last):
+FD on the features of a classifier trained on MNIST (FD_classifier, not comparable with Inception FID), KID and k = 3
 precision/recall. Training time is the process CPU time that log.jsonl records per step (all threads), so it
 does not depend on what else runs on the machine; runs here use one thread (OMP_NUM_THREADS=1), which makes
 CPU-minutes the minutes one core spends. Methods that need a teacher are charged its minutes separately.
@@ -22,7 +23,7 @@ import json
 import math
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -56,7 +57,8 @@ class Arm:
     teacher_key: str | None = None
     checkpoints: int = 5
     note: str = ""
-    extra: list[str] = field(default_factory=list)
+    run: str | None = None  # score the run of this other arm instead of training one
+    weights: str | None = None  # the weight set scored (default: the first evaluation EMA)
 
 
 CD = "cd.teacher"
@@ -72,6 +74,23 @@ ARMS: dict[str, Arm] = {
     "CD pseudo-Huber": Arm("cd", ["cd.distance=pseudo-huber"], 360, "distance", CD, checkpoints=3),
     "CD N=40": Arm("cd", ["cd.num_points=40"], 360, "N", CD, checkpoints=3),
     "CD cosine lr": Arm("cd", ["optim.decay=cosine"], 360, "learning-rate decay", CD, checkpoints=3),
+    "CD N=10": Arm("cd", ["cd.num_points=10"], 360, "N", CD, checkpoints=3),
+    "CD N=80": Arm("cd", ["cd.num_points=80"], 360, "N", CD, checkpoints=3),
+    "CD N 6→18": Arm("cd", ["cd.grow_from=6"], 360, "N", CD, checkpoints=3),
+    "CD lr 4e-4": Arm("cd", ["optim.lr=4e-4"], 360, "learning rate", CD, checkpoints=3),
+    "CD target mu=0.95": Arm("cd", ["cd.target_ema=0.95"], 360, "target μ", CD, checkpoints=3),
+    "CD inverse-delta weight": Arm("cd", ["cd.weighting=inverse-delta"], 360, "loss weighting", CD, checkpoints=3),
+    "CD Euler teacher": Arm("cd", ["cd.solver=euler"], 360, "teacher solver", CD, checkpoints=3),
+    "CD online weights": Arm(
+        "cd",
+        [],
+        600,
+        "EMA rate",
+        CD,
+        run="CD",
+        weights="online",
+        note="the bundled CD run's online weights: no evaluation EMA",
+    ),
     # CT's former bundled recipe, for issue 13's deliverable 3.
     "CT-former": Arm("ct", ["ct.s1=40", "ct.mu0=0.95", "ct.distance=l2", "ct.weighting=uniform"], 800, "CT recipe"),
 }
@@ -95,9 +114,14 @@ def arm_config(name: str, arm: Arm, data: str, teacher: Path):
     return load_config(config_path(f"mnist_{arm.kind}"), overrides)
 
 
+def run_folder(runs: Path, name: str, arm: Arm) -> Path:
+    """Where an arm's run lies: RUNS/slug(name), or that of the arm whose run it scores."""
+    return runs / slug(arm.run or name)
+
+
 def train_arm(name: str, arm: Arm, data: str, teacher: Path, runs: Path) -> Path:
     """Train the arm into RUNS/slug (resume it if unfinished, reuse it if finished)."""
-    folder = runs / slug(name)
+    folder = run_folder(runs, name, arm)
     if not (folder / "checkpoints").exists():
         train(arm_config(name, arm, data, teacher), folder)
     elif (last := load_checkpoint(folder)).step < last.config.train.total_steps:
@@ -137,9 +161,9 @@ class Scorer:
         return self.score("data floor", self.train_split.to_float(self.train_split.images[:count]), 0)
 
 
-def score_run(folder: Path, scorer: Scorer, label: str) -> dict[str, dict]:
-    """Scores of every checkpoint of a run, cached in FOLDER/scores-NUM.json: {step: {steps: score}}."""
-    cache_path = folder / f"scores-{scorer.num}.json"
+def score_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, weights: str | None) -> dict[str, dict]:
+    """Scores of a run's checkpoints (weight set `weights`), cached in `cache_path`: {step: {steps: score}}."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     checkpoints = list_checkpoints(folder)
     # at most `points` checkpoints, evenly spaced and ending at the newest
@@ -153,7 +177,9 @@ def score_run(folder: Path, scorer: Scorer, label: str) -> dict[str, dict]:
         for steps in wanted:
             if str(steps) in entry:
                 continue
-            generated = sample_checkpoint(checkpoint, scorer.num, steps=steps, seed=1, batch_size=scorer.batch)
+            generated = sample_checkpoint(
+                checkpoint, scorer.num, weights=weights, steps=steps, seed=1, batch_size=scorer.batch
+            )
             entry[str(steps)] = scorer.score(label, generated.x, generated.nfe)
             write_json_atomic(cache_path, cache)
             print(f"{label} step {checkpoint.step}, {steps} step(s): FD {entry[str(steps)]['fd']:.3f}", flush=True)
@@ -259,10 +285,10 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
     teacher_minutes = cpu_minutes(teacher)
     table, results, series = [], {}, {"method": {}, "ablation": {}}
     for name, arm in arms.items():
-        folder = runs / slug(name)
-        if not (folder / f"scores-{args.num}.json").exists():
+        folder, cache_path = run_folder(runs, name, arm), runs / slug(name) / f"scores-{args.num}.json"
+        if not cache_path.exists():
             continue
-        scores = json.loads((folder / f"scores-{args.num}.json").read_text())
+        scores = json.loads(cache_path.read_text())
         curves = {steps: curve(folder, scores, steps) for steps in STEPS_LAST}
         group = "method" if arm.group == "method" else "ablation"
         series[group][name] = (curves, arm.teacher_key is not None)
@@ -335,13 +361,13 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
 def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> None:
     """One row of 12 samples per arm (its last checkpoint, 1 and 2 steps) beside the teacher's."""
     rows = {"teacher (Heun, 35 NFE)": sample_checkpoint(load_checkpoint(teacher), 12, teacher_levels=18, seed=1).x}
-    for name in arms:
-        folder = runs / slug(name)
+    for name, arm in arms.items():
+        folder = run_folder(runs, name, arm)
         if (folder / "checkpoints").exists():
             checkpoint = load_checkpoint(folder)
             for steps in (1, 2):
                 rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = sample_checkpoint(
-                    checkpoint, 12, steps=steps, seed=1
+                    checkpoint, 12, weights=arm.weights, steps=steps, seed=1
                 ).x
     save_image_rows(rows, out / "samples.png")
 
@@ -366,10 +392,11 @@ def main() -> None:
     scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points) if args.phase != "train" else None
     if args.phase in ("score", "all"):
         score_teacher(args.teacher, scorer, args.runs, args.teacher_levels)
-        for name in arms:
-            folder = args.runs / slug(name)
+        for name, arm in arms.items():
+            folder = run_folder(args.runs, name, arm)
             if (folder / "checkpoints").exists():
-                score_run(folder, scorer, name)
+                cache_path = args.runs / slug(name) / f"scores-{args.num}.json"
+                score_run(folder, cache_path, scorer, name, arm.weights)
     if args.phase in ("report", "all"):
         report(args, ARMS, args.runs, args.teacher, scorer)
         sample_rows(ARMS, args.runs, args.teacher, args.out)

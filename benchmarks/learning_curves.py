@@ -120,6 +120,16 @@ def run_folder(runs: Path, name: str, arm: Arm) -> Path:
     return runs / slug(arm.run or name)
 
 
+def scores_path(runs: Path, name: str, num: int) -> Path:
+    """An arm's cached scores at `num` samples: RUNS/slug(name)/scores-NUM.json (its own, even on another's run)."""
+    return runs / slug(name) / f"scores-{num}.json"
+
+
+def teacher_scores_path(runs: Path, num: int) -> Path:
+    """The teacher's cached scores at `num` samples."""
+    return runs / f"teacher_scores-{num}.json"
+
+
 def train_arm(name: str, arm: Arm, data: str, teacher: Path, runs: Path) -> Path:
     """Train the arm into RUNS/slug (resume it if unfinished, reuse it if finished)."""
     folder = run_folder(runs, name, arm)
@@ -189,7 +199,7 @@ def score_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, weight
 
 def score_teacher(teacher: Path, scorer: Scorer, runs: Path, levels: list[int]) -> dict[str, dict]:
     """The teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in RUNS/teacher_scores-NUM.json."""
-    cache_path = runs / f"teacher_scores-{scorer.num}.json"
+    cache_path = teacher_scores_path(runs, scorer.num)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     checkpoint = load_checkpoint(teacher)
     for count in levels:
@@ -279,14 +289,14 @@ def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> lis
 
 
 def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer | None) -> None:
-    teacher_scores = json.loads((runs / f"teacher_scores-{args.num}.json").read_text())
+    teacher_scores = json.loads(teacher_scores_path(runs, args.num).read_text())
     floor = teacher_scores["floor"]["fd"]
     teacher_best_key = min((k for k in teacher_scores if k != "floor"), key=lambda k: teacher_scores[k]["fd"])
     teacher_best = teacher_scores[teacher_best_key]["fd"]
     teacher_minutes = cpu_minutes(teacher)
     table, results, series = [], {}, {"method": {}, "ablation": {}}
     for name, arm in arms.items():
-        folder, cache_path = run_folder(runs, name, arm), runs / slug(name) / f"scores-{args.num}.json"
+        folder, cache_path = run_folder(runs, name, arm), scores_path(runs, name, args.num)
         if not cache_path.exists():
             continue
         scores = json.loads(cache_path.read_text())
@@ -396,8 +406,7 @@ def main() -> None:
         for name, arm in arms.items():
             folder = run_folder(args.runs, name, arm)
             if (folder / "checkpoints").exists():
-                cache_path = args.runs / slug(name) / f"scores-{args.num}.json"
-                score_run(folder, cache_path, scorer, name, arm.weights)
+                score_run(folder, scores_path(args.runs, name, args.num), scorer, name, arm.weights)
     if args.phase in ("report", "all"):
         report(args, ARMS, args.runs, args.teacher, scorer)
         sample_rows(ARMS, args.runs, args.teacher, args.out)

@@ -28,7 +28,7 @@ def gaussian_kernel_sum(
     a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float], block_entries: int = 2**16
 ) -> torch.Tensor:
     """Σ_ij Σ_h exp(−‖a_i − b_j‖²/(2h²)), computed in blocks of rows so that no n×m matrix is ever held (small
-    blocks stay in the CPU's cache: at 10,000 points 2^16 entries are 5× faster than 2^24)."""
+    blocks stay in the CPU's cache: the MMD of 10,000 2-D points took 11 s with 2^16 entries, 35 s with 2^24)."""
     rows = max(1, block_entries // max(len(b), 1))
     total = a.new_zeros(())
     for start in range(0, len(a), rows):

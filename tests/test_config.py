@@ -42,6 +42,7 @@ def test_toml_file(tmp_path):
         (["ct.distance=lpips"], "ct.distance"),
         (["data.name=imagenet"], "data.name"),
         (["train.ema_rates=[1.0]"], "ema_rates"),
+        (["train.ema_power=-1"], "train.ema_power"),
         (["optim.nesterov=true"], "unknown config key optim.nesterov"),
         (["model.width=3"], "unknown config key model"),
         (["lr=3"], "section.key=value"),

@@ -3,8 +3,8 @@
 A tiny MLP in float64 on 2-D Gaussian data; the teacher of CD and sCD is that data's exact denoiser. The hand
 computation uses only the model's forward pass and the formulas of `written_out`: the loss value, its gradient
 (torch.autograd on a copy of the same weights), RAdam's first update θ ← θ − lr·g, θ⁻ ← μθ⁻ + (1−μ)θ and the
-evaluation EMAs' ramp min(rate, (1+k)/(10+k)). θ⁻ and the EMAs start away from θ so that a wrong direction or
-rate of their updates shows.
+evaluation EMAs' ramp min(rate, (1+k)/(γ+2+k)) (γ = 8 by default; γ = 0 keeps the plain mean). θ⁻ and the EMAs
+start away from θ so that a wrong direction or rate of their updates shows.
 """
 
 import copy
@@ -248,7 +248,7 @@ def test_one_training_step_equals_the_step_written_out(name):
         ):
             assert torch.allclose(new_target, mu * old_target + (1 - mu) * new, rtol=1e-12, atol=1e-12)
     for rate, average in trainer.emas.items():
-        decay = min(rate, (1 + step) / (10 + step))
+        decay = min(rate, (1 + step) / (10 + step))  # the default ema_power γ = 8
         for new_average, old_average, new in zip(
             average.parameters(), emas[rate].parameters(), trainer.model.parameters(), strict=True
         ):
@@ -282,6 +282,21 @@ def test_ct_target_moves_towards_theta_at_the_rate_of_its_step(paper):
     trainer.step(step, x0, None, draws)
     for new_target, old_target, new in zip(trainer.target.parameters(), old, trainer.model.parameters(), strict=True):
         assert torch.allclose(new_target, mu * old_target + (1 - mu) * new, rtol=1e-12, atol=1e-12)
+
+
+def test_ema_power_zero_keeps_the_plain_mean_of_all_weights_so_far():
+    """With train.ema_power = γ = 0 the evaluation EMA is the mean of its start and the weights after every step so
+    far, each counted once (EDM2's power-function EMA with γ = 0); the rate 0.999 does not cap it this early."""
+    trainer = make_trainer("train.ema_power=0")
+    history = [[p.clone() for p in trainer.emas[0.999].parameters()]]
+    for step in range(4):
+        x0, draws = batch_and_draws(trainer, step)
+        trainer.step(step, x0, None, draws)
+        history.append([p.detach().clone() for p in trainer.model.parameters()])
+    for index, average in enumerate(trainer.emas[0.999].parameters()):
+        mean = sum(weights[index] for weights in history) / len(history)
+        assert torch.allclose(average, mean, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(history[-1][0], history[-2][0])  # the weights moved, so the mean differs from each
 
 
 def test_reset_averages_sets_target_and_emas_to_the_online_weights():

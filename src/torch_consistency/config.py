@@ -195,6 +195,9 @@ class TrainConfig:
     total_steps: int = 10_000
     seed: int = 0
     ema_rates: list[float] = field(default_factory=lambda: [0.999])
+    # γ of the evaluation EMAs' power-function ramp min(rate, (1+k)/(γ+2+k)) (trainer.evaluation_ema_rate):
+    # 8 averages about the last tenth of the run, 0 all of it (best for CD, docs/results/curves/averaging.md)
+    ema_power: float = 8.0
     precision: str = "fp32"  # fp32 | bf16
     device: str = "auto"
     checkpoint_every: int = 1000
@@ -322,6 +325,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 RANGES: dict[str, str] = {
     "train.total_steps": "[1, inf)", "train.seed": "[0, inf)", "train.checkpoint_every": "[1, inf)",
     "train.keep_checkpoints": "[1, inf)", "train.sample_every": "[0, inf)", "train.ema_rates": "[0, 1)",
+    "train.ema_power": "[0, inf)",
     "diffusion.sigma_min": "(0, inf)", "diffusion.sigma_max": "(0, inf)", "diffusion.sigma_data": "(0, inf)",
     "diffusion.rho": "(0, inf)",
     "network.width": "[1, inf)", "network.depth": "[0, inf)", "network.embedding_dim": "[2, inf)",

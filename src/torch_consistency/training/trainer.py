@@ -33,9 +33,11 @@ def learning_rate(config: Config, step: int) -> float:
     return o.lr * (1 + math.cos(math.pi * progress)) / 2
 
 
-def evaluation_ema_rate(rate: float, step: int) -> float:
-    """min(rate, (1 + k)/(10 + k)): an evaluation EMA ramps up, so short runs do not keep their initial weights."""
-    return min(rate, (1 + step) / (10 + step))
+def evaluation_ema_rate(rate: float, step: int, power: float) -> float:
+    """min(rate, (1 + k)/(γ + 2 + k)), γ = `power`: the weights θ_j after step j count ∝ Γ(j + γ + 1)/Γ(j + 1) ≈ j^γ,
+    a power-function EMA (Karras et al. 2024, EDM2 §3.1) until `rate` caps it. γ = 8 is the usual (1 + k)/(10 + k)
+    ramp, an average over about the last tenth of the run; γ = 0 is the plain mean of all weights so far."""
+    return min(rate, (1 + step) / (power + 2 + step))
 
 
 def warn_if_bf16_is_slow(precision: str, device: torch.device) -> None:
@@ -121,5 +123,5 @@ class Trainer:
         if self.target is not None:
             ema_update(self.target, self.model, self.method.target_rate(step))
         for rate, average in self.emas.items():
-            ema_update(average, self.model, evaluation_ema_rate(rate, step))
+            ema_update(average, self.model, evaluation_ema_rate(rate, step, self.config.train.ema_power))
         return StepResult(loss.detach(), grad_norm)

@@ -196,7 +196,7 @@ class TrainConfig:
     seed: int = 0
     ema_rates: list[float] = field(default_factory=lambda: [0.999])
     # γ of the evaluation EMAs' power-function ramp min(rate, (1+k)/(γ+2+k)) (trainer.evaluation_ema_rate):
-    # 8 averages about the last tenth of the run, 0 all of it (best for CD, docs/results/curves/averaging.md)
+    # 8 averages about the last tenth of the run, 0 all of it (for CD as good and steadier: docs/results/curves)
     ema_power: float = 8.0
     precision: str = "fp32"  # fp32 | bf16
     device: str = "auto"

@@ -136,6 +136,12 @@ def teacher_scores_path(runs: Path, num: int) -> Path:
     return runs / f"teacher_scores-{num}.json"
 
 
+def best_teacher_score(teacher_scores: dict) -> tuple[str, float]:
+    """The teacher's best cached score (its Heun level and FD), the reference of every ratio."""
+    key = min((k for k in teacher_scores if k != "floor"), key=lambda k: teacher_scores[k]["fd"])
+    return key, teacher_scores[key]["fd"]
+
+
 def train_arm(name: str, arm: Arm, data: str, teacher: Path, runs: Path) -> Path:
     """Train the arm into RUNS/slug (resume it if unfinished, reuse it if finished)."""
     folder = run_folder(runs, name, arm)
@@ -297,8 +303,7 @@ def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> lis
 def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer | None) -> None:
     teacher_scores = json.loads(teacher_scores_path(runs, args.num).read_text())
     floor = teacher_scores["floor"]["fd"]
-    teacher_best_key = min((k for k in teacher_scores if k != "floor"), key=lambda k: teacher_scores[k]["fd"])
-    teacher_best = teacher_scores[teacher_best_key]["fd"]
+    teacher_best_key, teacher_best = best_teacher_score(teacher_scores)
     teacher_minutes = cpu_minutes(teacher)
     table, results, series = [], {}, {"method": {}, "ablation": {}}
     for name, arm in arms.items():

@@ -15,12 +15,11 @@ FD_classifier against the held-out half, like benchmarks/learning_curves.py, who
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from learning_curves import Scorer, teacher_scores_path
+from learning_curves import Scorer, best_teacher_score, teacher_scores_path
 from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.evaluation.evaluate import sample_model
 from torch_consistency.files import write_json_atomic, write_text_atomic
@@ -63,10 +62,14 @@ def main() -> None:
     args = parser.parse_args()
     teacher_path = teacher_scores_path(args.runs, args.num)
     if not teacher_path.exists():
-        sys.exit(f"error: {teacher_path} is missing: score the teacher first (learning_curves.py --phase score)")
-    teacher = json.loads(teacher_path.read_text())
-    teacher_best = min(entry["fd"] for key, entry in teacher.items() if key != "floor")
-    checkpoints = [load_checkpoint(path) for path in list_checkpoints(args.run)]
+        parser.error(f"{teacher_path} is missing: score the teacher first (learning_curves.py --phase score)")
+    if any(width < 1 for width in args.windows):
+        parser.error(f"--windows must be whole numbers of steps ≥ 1, not {args.windows}")
+    paths = list_checkpoints(args.run)
+    if len(paths) < 2:
+        parser.error(f"{args.run} holds {len(paths)} checkpoint(s); averaging needs a run checkpointed often")
+    _, reference = best_teacher_score(json.loads(teacher_path.read_text()))
+    checkpoints = [load_checkpoint(path) for path in paths]
     last = checkpoints[-1]
     steps = [checkpoint.step for checkpoint in checkpoints]
     online = [checkpoint.weights["online"] for checkpoint in checkpoints]
@@ -96,13 +99,13 @@ def main() -> None:
         "",
         f"Run: `{args.run.name}`, {len(steps)} snapshots of its online weights (steps {steps[0]}–{steps[-1]}, every "
         f"{steps[1] - steps[0]}); FD_classifier with {args.num} samples against the held-out half; ratio to the "
-        f"teacher's best ({teacher_best:.3f}).",
+        f"teacher's best ({reference:.3f}).",
         "",
         "| weights | 1 step | 2 steps |",
         "|---|---:|---:|",
         *(
-            f"| {name} | {cache[name]['1']:.2f} ({cache[name]['1'] / teacher_best:.2f}×) | "
-            f"{cache[name]['2']:.2f} ({cache[name]['2'] / teacher_best:.2f}×) |"
+            f"| {name} | {cache[name]['1']:.2f} ({cache[name]['1'] / reference:.2f}×) | "
+            f"{cache[name]['2']:.2f} ({cache[name]['2'] / reference:.2f}×) |"
             for name in profiles
         ),
         "",

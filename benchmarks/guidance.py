@@ -6,7 +6,8 @@ and class-conditional CD's requested-label rate (issue 11 D4).
 
 Trains (or reuses, in --runs) a class-conditional teacher with label dropout (bundled config mnist_teacher_cfg), a
 guided CD student that takes w as an input (mnist_cd_cfg: its teacher steps follow D_w = D_∅ + w·(D_c − D_∅) with
-w ~ U[0, 4] per sample) and a plain class-conditional CD student (mnist_cd from the same teacher, following D_c).
+w ~ U[0, 4] per sample, a fifth of them at w = 0 exactly, where the student sees the null class) and a plain
+class-conditional CD student (mnist_cd from the same teacher, following D_c).
 For w ∈ {0 (unconditional), 1 (conditional), 2, 4} it scores the guided teacher (Heun, 18 levels: 35 evaluations per
 pass, 70 with CFG's two passes) and the guided student at 1 and 2 steps, and the plain CD student at 1 and 2 steps:
 the requested-label rate of the evaluation classifier and FD_classifier against the held-out half, with an equal
@@ -125,6 +126,7 @@ def main() -> None:
         "students": {name: {"run": str(students[name]), "steps": c.step} for name, c in checkpoints.items()},
         "guidance_range": [checkpoints["guided CD"].config.cd.guidance_min,
                            checkpoints["guided CD"].config.cd.guidance_max],
+        "unconditional_fraction": checkpoints["guided CD"].config.cd.unconditional_fraction,
         "rows": rows, "data_floor": floor.fd, "goals": goals, "quick": args.quick,
         "minutes": (time.perf_counter() - tic) / 60,
     }  # fmt: skip
@@ -170,6 +172,9 @@ def check_goals(rows: list[dict]) -> list[dict]:
 def report(results: dict) -> str:
     """README.md: what was measured, the table, the goals, the picture and the command."""
     metric, rows = results["metric"], results["rows"]
+    fraction = results.get("unconditional_fraction", 0.0)
+    unconditional = (f", a share {fraction:g} of them at w = 0 exactly (D_∅), where the student is given the null "
+                     "class instead of the label, in training and sampling" if fraction > 0 else "")  # fmt: skip
     quick = " **(--quick: a tiny budget on digits; these numbers check the pipeline, they measure nothing)**"
     lines = [
         "# Classifier-free guidance distilled into a consistency model" + (quick if results["quick"] else ""),
@@ -177,8 +182,8 @@ def report(results: dict) -> str:
         f"Teacher: class-conditional, label dropout {results['teacher_label_dropout']} ({results['teacher_steps']} "
         f"steps), sampled by Heun with {results['teacher_levels']} levels and classifier-free guidance "
         "D_w = D_∅ + w·(D_c − D_∅) (two network calls per evaluation except at w = 0 and 1). Guided CD: its teacher "
-        f"steps follow D_w with w ~ U{results['guidance_range']} per sample, and the student takes w as an input "
-        "(as latent consistency models do). CD: class-conditional CD from the same teacher, following D_c. "
+        f"steps follow D_w with w ~ U{results['guidance_range']} per sample{unconditional}, and the student takes w "
+        "as an input (as latent consistency models do). CD: class-conditional CD from the same teacher, following D_c. "
         f"{results['num_samples']} samples per score, equally many of every class; label rate: the share the "
         f"evaluation classifier assigns the requested label; {metric}: Fréchet distance on its features ("
         f"{results['features']}) against the held-out half, not comparable with Inception FID; data floor "

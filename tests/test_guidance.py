@@ -258,10 +258,79 @@ def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
         assert not unet.time_embedding._forward_pre_hooks
 
 
+def test_the_unconditional_fraction_sets_w_to_zero_where_a_last_drawn_uniform_is_below_it():
+    """w ~ U[0, 4) from the stream as without the fraction, then w = 0 exactly where u < p for u ~ U[0, 1) drawn
+    after everything else; the teacher step at those samples follows D_∅."""
+    fraction, batch, seed = 0.3, 4000, 11
+    config = cd_config("cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4",
+                       f"cd.unconditional_fraction={fraction}")  # fmt: skip
+    plain = ConsistencyDistillation(cd_config("cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4"),
+                                    class_oracle, num_classes=NULL)  # fmt: skip
+    method = ConsistencyDistillation(config, class_oracle, num_classes=NULL)
+    draws = method.draw(2, batch, (3,), torch.Generator().manual_seed(seed))
+    stream = torch.Generator().manual_seed(seed)  # replayed: the draws without the fraction, then one uniform
+    before = plain.draw(2, batch, (3,), stream)
+    uniform = torch.rand(batch, generator=stream)
+    assert torch.equal(draws["index"], before["index"]) and torch.equal(draws["noise"], before["noise"])
+    zero = uniform < fraction
+    assert torch.equal(draws["guidance"][zero], torch.zeros(int(zero.sum())))
+    assert torch.equal(draws["guidance"][~zero], before["guidance"][~zero])
+    assert abs(zero.double().mean().item() - fraction) < 4 * math.sqrt(fraction * (1 - fraction) / batch)
+
+    seen = []
+
+    def network(x, sigma, labels, guidance=None):
+        seen.append((x.clone(), sigma.clone()))
+        return x
+
+    labels, x0 = torch.arange(batch) % NULL, MEANS[torch.arange(batch) % NULL].float()
+    method.loss(network, network, x0, draws, 2, labels=labels)
+    (x_sigma, sigma), (x_next, sigma_next) = seen
+    x, s, s_next = x_sigma[zero].double(), sigma[zero].double(), sigma_next[zero].double()
+
+    def unconditional(x, s):  # D_∅: the equal mixture's denoiser
+        return class_oracle(x, s, torch.full((len(x),), NULL))
+
+    euler = x + (s_next - s)[:, None] * (x - unconditional(x, s)) / s[:, None]
+    slope_next = (euler - unconditional(euler, s_next)) / s_next[:, None]
+    heun = x + (s_next - s)[:, None] * ((x - unconditional(x, s)) / s[:, None] + slope_next) / 2
+    assert torch.allclose(x_next[zero].double(), heun, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_with_an_unconditional_fraction_the_student_sees_the_null_class_exactly_where_w_is_zero(kind):
+    network = ["network.kind=unet", "network.preset=tiny"] if kind == "unet" else []
+    guided = ["train.method=cd", "cd.teacher=exact", "teacher.label_dropout=0.1", "cd.guidance=input",
+              "cd.guidance_min=0", "cd.guidance_max=4", *network]  # fmt: skip
+    shape, null = (1, 8, 8), 10
+    torch.manual_seed(0)
+    with_null = build_model(teacher_config(*guided, "cd.unconditional_fraction=0.2"), "consistency", shape, 10)
+    without = build_model(teacher_config(*guided), "consistency", shape, 10)
+    without.load_state_dict(with_null.state_dict())  # the same weights: only the label at w = 0 differs
+    with torch.no_grad():
+        for name, parameter in with_null.named_parameters():
+            if "guidance_embedding" in name:
+                parameter.normal_(0, 1.0)
+    without.load_state_dict(with_null.state_dict())
+    x, sigma = torch.randn(4, *shape), torch.full((4,), 2.0)
+    labels, nulls = torch.tensor([0, 3, 7, 9]), torch.full((4,), null)
+    w = torch.tensor([0.0, 2.0, 0.0, 1.0])
+    mixed = with_null(x, sigma, labels, guidance=w)
+    zero = w == 0
+    assert torch.allclose(mixed[zero], without(x, sigma, nulls, guidance=w)[zero], atol=1e-6)
+    assert torch.allclose(mixed[~zero], without(x, sigma, labels, guidance=w)[~zero], atol=1e-6)
+    assert (mixed[zero] - without(x, sigma, labels, guidance=w)[zero]).abs().max() > 1e-3  # the label mattered
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["teacher.label_dropout=1.0"], "teacher.label_dropout must lie in [0, 1)"),
+        (["cd.unconditional_fraction=0.2"], "needs cd.guidance = 'input' and cd.guidance_min = 0"),
+        (["cd.guidance=input", "cd.guidance_min=1", "cd.guidance_max=4", "cd.unconditional_fraction=0.2"],
+         "needs cd.guidance = 'input' and cd.guidance_min = 0"),
+        (["cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4", "cd.unconditional_fraction=1"],
+         "cd.unconditional_fraction must lie in [0, 1)"),
         (["network.class_conditional=false", "teacher.label_dropout=0.2"], "needs network.class_conditional"),
         (["cd.guidance=cfg"], "cd.guidance = 'cfg' is unknown"),
         (["cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=2"], "give a range"),

@@ -91,6 +91,10 @@ class DistillationConfig:
     guidance: str = "none"
     guidance_min: float = 1.0
     guidance_max: float = 1.0
+    # guidance = input with guidance_min = 0: this fraction of the samples is distilled at w = 0 exactly, and the
+    # student sees the null class ∅ wherever w = 0 (in training and sampling), so w = 0 is the teacher's unconditional
+    # D_∅ whatever label is asked for, as it is for the teacher. 0: the labels are never replaced.
+    unconditional_fraction: float = 0.0
 
 
 @dataclass
@@ -170,6 +174,7 @@ class SCMConfig:
     guidance: str = "none"  # sCD only: guided distillation as cd.guidance (none | input | fixed)
     guidance_min: float = 1.0
     guidance_max: float = 1.0
+    unconditional_fraction: float = 0.0  # as cd.unconditional_fraction
 
 
 @dataclass
@@ -268,6 +273,12 @@ def has_guidance_input(config: Config) -> bool:
     return section is not None and section.guidance == "input"
 
 
+def unconditional_at_zero(config: Config) -> bool:
+    """Whether a guided student sees the null class ∅ wherever w = 0 (guidance = input, unconditional_fraction > 0)."""
+    section = guidance_section(config)
+    return has_guidance_input(config) and section is not None and section.unconditional_fraction > 0
+
+
 MAGNITUDES = (1e-30, 1e30)  # non-zero numbers beyond these under- or overflow (squared, or in float32): refused
 
 
@@ -344,6 +355,7 @@ RANGES: dict[str, str] = {
     "scm.tangent_norm_c": "(0, inf)",
     "teacher.label_dropout": "[0, 1)", "cd.guidance_min": "[0, inf)", "cd.guidance_max": "[0, inf)",
     "scm.guidance_min": "[0, inf)", "scm.guidance_max": "[0, inf)", "sampling.guidance": "[0, inf)",
+    "cd.unconditional_fraction": "[0, 1)", "scm.unconditional_fraction": "[0, 1)",
     "sampling.teacher_steps": "[2, inf)", "sampling.sigmas_2": "(0, inf)", "sampling.sigmas_3": "(0, inf)",
 }  # fmt: skip
 

@@ -63,3 +63,13 @@ def guidance_scales(uniform: torch.Tensor, w_min: float, w_max: float) -> torch.
     """w = w_min + (w_max − w_min)·u, u ~ U[0, 1): one guidance scale per sample, uniform on [w_min, w_max]
     (LCM §4.2)."""
     return w_min + (w_max - w_min) * uniform
+
+
+def with_unconditional(w: torch.Tensor, uniform: torch.Tensor, fraction: float) -> torch.Tensor:
+    """w ← 0 where u < p, u ~ U[0, 1) per sample: the share p of a guided student's samples distilled from D_∅."""
+    return torch.where(uniform < fraction, torch.zeros_like(w), w)
+
+
+def unguided_labels(labels: torch.Tensor, w: torch.Tensor, null_label: int) -> torch.Tensor:
+    """c ← ∅ where w = 0: at w = 0 the student is asked for D_0 = D_∅, which no label changes."""
+    return torch.where(w == 0, torch.full_like(labels, null_label), labels)

@@ -182,6 +182,10 @@ def _validate_guidance(config: Config) -> None:
         if section.guidance == "fixed":
             _require(low == high, f"{name}.guidance = 'fixed' uses one w: set {name}.guidance_min = "
                                   f"{name}.guidance_max = w, got {low} and {high}")  # fmt: skip
+        if section.unconditional_fraction > 0:
+            _require(section.guidance == "input" and low == 0,
+                     f"{name}.unconditional_fraction distils w = 0 as the unconditional model: it needs "
+                     f"{name}.guidance = 'input' and {name}.guidance_min = 0")  # fmt: skip
     _require(
         config.train.method != "scm" or config.scm.guidance == "none" or config.scm.mode == "scd",
         "scm.guidance distils a guided teacher: it needs scm.mode = 'scd'",

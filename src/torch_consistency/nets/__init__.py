@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ..config import Config, has_guidance_input, has_null_class
+from ..config import Config, has_guidance_input, has_null_class, unconditional_at_zero
 from ..parameterization import Preconditioned
 from .mlp import MLP
 
@@ -22,9 +22,11 @@ def class_embeddings(config: Config, num_classes: int) -> int:
 
 def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
     """The network described by `config.network` for samples of `sample_shape` and data with `num_classes` classes
-    (0: unconditional); it takes the guidance scale w when the run is a guided student with a w input."""
+    (0: unconditional); it takes the guidance scale w when the run is a guided student with a w input, and with
+    an unconditional fraction it is given the null class ∅ (index num_classes) wherever w = 0."""
     net = config.network
     embeddings, guidance_input = class_embeddings(config, num_classes), has_guidance_input(config)
+    null_at_zero = num_classes if num_classes > 0 and unconditional_at_zero(config) else None
     if net.kind == "mlp":
         dim = 1
         for size in sample_shape:
@@ -39,11 +41,12 @@ def build_network(config: Config, sample_shape: tuple[int, ...], num_classes: in
             num_classes=embeddings,
             dropout=net.dropout,
             guidance_input=guidance_input,
+            null_at_zero=null_at_zero,
         )
     if net.kind == "unet":
         from .unet import build_unet  # imports diffusers: only when needed
 
-        return build_unet(net.preset, sample_shape, embeddings, net.dropout, guidance_input)
+        return build_unet(net.preset, sample_shape, embeddings, net.dropout, guidance_input, null_at_zero)
     raise ValueError(f"unknown network kind {net.kind!r}; choose one of {', '.join(NETWORK_KINDS)}")
 
 

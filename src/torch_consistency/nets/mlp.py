@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ..embedding import GuidanceEmbedding, noise_embedding
+from ..guidance import unguided_labels
 
 
 class ResidualBlock(nn.Module):
@@ -25,7 +26,8 @@ class ResidualBlock(nn.Module):
 class MLP(nn.Module):
     """Residual MLP on flattened samples; the output has the input's shape. `num_classes` counts the class embeddings
     (with a null class, one more than the data's classes); `guidance_input` adds an embedding of the guidance scale w
-    to the noise embedding (a guided CD/sCD student)."""
+    to the noise embedding (a guided CD/sCD student), and `null_at_zero` (the null class's index, or None) replaces
+    the label wherever w = 0 (cd.unconditional_fraction)."""
 
     def __init__(
         self,
@@ -38,8 +40,10 @@ class MLP(nn.Module):
         num_classes: int = 0,
         dropout: float = 0.0,
         guidance_input: bool = False,
+        null_at_zero: int | None = None,
     ) -> None:
         super().__init__()
+        self.null_at_zero = null_at_zero
         self.embed_noise = noise_embedding(embedding, embedding_dim, fourier_scale)
         self.embed_class = nn.Embedding(num_classes, embedding_dim) if num_classes > 0 else None
         self.guidance_embedding = GuidanceEmbedding(embedding_dim, embedding_dim) if guidance_input else None
@@ -61,6 +65,8 @@ class MLP(nn.Module):
         if self.embed_class is not None:
             if class_labels is None:
                 raise ValueError("this network is class-conditional: pass class_labels")
+            if guidance is not None and self.null_at_zero is not None:
+                class_labels = unguided_labels(class_labels, guidance, self.null_at_zero)
             emb = emb + self.embed_class(class_labels)
         if (guidance is None) != (self.guidance_embedding is None):
             raise ValueError("pass the guidance scale w exactly when the network takes it (guidance_input)")

@@ -15,6 +15,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
 
 from ..embedding import GuidanceEmbedding
+from ..guidance import unguided_labels
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 digits: ~0.4M parameters
@@ -62,11 +63,13 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 
 class UNet(nn.Module):
     """Calls `UNet2DModel(x, timestep=c_noise, class_labels)` and returns its sample; with `guidance_input`, the
-    embedding of w (`guidance_embedding`) is added to the U-Net's time projection before its time MLP."""
+    embedding of w (`guidance_embedding`) is added to the U-Net's time projection before its time MLP, and
+    `null_at_zero` (the null class's index, or None) replaces the label wherever w = 0 (cd.unconditional_fraction)."""
 
-    def __init__(self, unet: UNet2DModel, guidance_input: bool = False) -> None:
+    def __init__(self, unet: UNet2DModel, guidance_input: bool = False, null_at_zero: int | None = None) -> None:
         super().__init__()
         self.unet = unet
+        self.null_at_zero = null_at_zero
         width = unet.time_embedding.linear_1.in_features
         self.guidance_embedding = GuidanceEmbedding(width, width) if guidance_input else None
 
@@ -83,6 +86,8 @@ class UNet(nn.Module):
             raise ValueError("pass the guidance scale w exactly when the network takes it (guidance_input)")
         if self.guidance_embedding is None:
             return self.unet(x, c_noise, class_labels=class_labels).sample
+        if class_labels is not None and self.null_at_zero is not None:
+            class_labels = unguided_labels(class_labels, guidance, self.null_at_zero)
         added = self.guidance_embedding(guidance)
         hook = self.unet.time_embedding.register_forward_pre_hook(lambda _, args: (args[0] + added.to(args[0]),))
         try:
@@ -92,10 +97,12 @@ class UNet(nn.Module):
 
 
 def build_unet(
-    preset: str, sample_shape: tuple[int, ...], num_classes: int = 0, dropout: float = 0.0, guidance_input: bool = False
-) -> UNet:
+    preset: str, sample_shape: tuple[int, ...], num_classes: int = 0, dropout: float = 0.0,
+    guidance_input: bool = False, null_at_zero: int | None = None,
+) -> UNet:  # fmt: skip
     """The U-Net preset `preset` for images of shape (C, H, W), class-conditional when num_classes > 0 (the number
-    of class embeddings), taking the guidance scale w when `guidance_input`."""
+    of class embeddings), taking the guidance scale w when `guidance_input` (with the null class `null_at_zero`
+    wherever w = 0)."""
     if preset not in UNET_PRESETS:
         raise ValueError(f"unknown U-Net preset {preset!r}; choose one of {', '.join(UNET_PRESETS)}")
     if len(sample_shape) != 3:
@@ -109,7 +116,7 @@ def build_unet(
         num_class_embeds=num_classes if num_classes > 0 else None,
         **UNET_PRESETS[preset],
     )
-    return UNet(unet, guidance_input)
+    return UNet(unet, guidance_input, null_at_zero)
 
 
 class FormulaGroupNorm(nn.GroupNorm):

@@ -5,7 +5,9 @@
 
 Every arm (a method, or an ablation of one) is a bundled MNIST config with overrides, trained on the train half
 of the data (`data.holdout_fraction = 0.5`) and checkpointed along the way; an arm may instead score another
-arm's run with another of its weight sets (its online weights rather than the evaluation EMA). Each checkpoint
+arm's run with another of its weight sets (its online weights rather than the evaluation EMA). A teacher arm
+trains a teacher of its own (scored by Heun at its last checkpoint), which a later arm names as its teacher; that
+arm's ratios are to its own teacher, and it counts for no goal. Each checkpoint
 is scored against the held-out half with --num samples (1 and 2 steps at every checkpoint, 4 steps at the last):
 FD on the features of a classifier trained on MNIST (FD_classifier, not comparable with Inception FID), KID and k = 3
 precision/recall. Training time is the process CPU time that log.jsonl records per step (all threads), so it
@@ -59,9 +61,13 @@ class Arm:
     note: str = ""
     run: str | None = None  # score the run of this other arm instead of training one
     weights: str | None = None  # the weight set scored (default: the first evaluation EMA)
+    teacher_arm: str | None = None  # the teacher arm whose run is this arm's teacher (default: --teacher)
 
 
 CD = "cd.teacher"
+# The CD recipe the ablations change one setting of: mnist_cd when they ran (N = 18, the ramp EMA). mnist_cd now
+# grows N and keeps the mean of its weights, the arm "CD N 6→18, mean of weights".
+CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
 ARMS: dict[str, Arm] = {
     # The methods with their bundled configs.
     "CD": Arm("cd", [], 600, "method", CD),
@@ -88,6 +94,8 @@ ARMS: dict[str, Arm] = {
     "CD Euler teacher": Arm("cd", ["cd.solver=euler"], 240, "teacher solver", CD, checkpoints=2),
     # The same run as CD (same seed, same online weights) with an evaluation EMA over all of it (averaging.md).
     "CD mean of weights": Arm("cd", ["train.ema_power=0"], 600, "EMA rate", CD),
+    # Both: the growing N of the run above with the mean of its weights (averaging.md's γ = 0, trained).
+    "CD N 6→18, mean of weights": Arm("cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "EMA rate", CD),
     "CD online weights": Arm(
         "cd",
         [],
@@ -97,6 +105,13 @@ ARMS: dict[str, Arm] = {
         run="CD",
         weights="online",
         note="the bundled CD run's online weights: no evaluation EMA",
+    ),
+    # Network size: a teacher at half the small preset's width (3400 steps, as runs/mnist-teacher) and CD from it; a
+    # student starts from its teacher's weights, so it takes the teacher's network. Twice the width would cost about
+    # four times the teacher's 69 CPU-minutes.
+    "Teacher half width": Arm("teacher", ["network.preset=small-half"], 3400, "network size", checkpoints=1),
+    "CD half width": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "network size", CD, teacher_arm="Teacher half width"
     ),
     # CT's former bundled recipe, for issue 13's deliverable 3.
     "CT-former": Arm("ct", ["ct.s1=40", "ct.mu0=0.95", "ct.distance=l2", "ct.weighting=uniform"], 800, "CT recipe"),
@@ -116,6 +131,7 @@ def arm_config(name: str, arm: Arm, data: str, teacher: Path):
         f"train.keep_checkpoints={arm.checkpoints + 1}",
         "train.sample_every=0",
         *([f"{arm.teacher_key}={teacher}"] if arm.teacher_key else []),
+        *(CD_REFERENCE if arm.kind == "cd" else []),
         *arm.overrides,
     ]
     return load_config(config_path(f"mnist_{arm.kind}"), overrides)
@@ -142,9 +158,19 @@ def best_teacher_score(teacher_scores: dict) -> tuple[str, float]:
     return key, teacher_scores[key]["fd"]
 
 
+def arm_teacher(arm: Arm, runs: Path, teacher: Path) -> Path:
+    """The run an arm distils or starts from: its teacher arm's, else --teacher."""
+    return teacher if arm.teacher_arm is None else run_folder(runs, arm.teacher_arm, ARMS[arm.teacher_arm])
+
+
 def train_arm(name: str, arm: Arm, data: str, teacher: Path, runs: Path) -> Path:
     """Train the arm into RUNS/slug (resume it if unfinished, reuse it if finished)."""
     folder = run_folder(runs, name, arm)
+    teacher = arm_teacher(arm, runs, teacher)
+    if arm.teacher_arm is not None and not (
+        (teacher / "checkpoints").exists() and load_checkpoint(teacher).step == ARMS[arm.teacher_arm].steps
+    ):
+        raise SystemExit(f"{name}: train its teacher arm {arm.teacher_arm!r} to the end first")
     if not (folder / "checkpoints").exists():
         train(arm_config(name, arm, data, teacher), folder)
     elif (last := load_checkpoint(folder)).step < last.config.train.total_steps:
@@ -209,9 +235,10 @@ def score_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, weight
     return cache
 
 
-def score_teacher(teacher: Path, scorer: Scorer, runs: Path, levels: list[int]) -> dict[str, dict]:
-    """The teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in RUNS/teacher_scores-NUM.json."""
-    cache_path = teacher_scores_path(runs, scorer.num)
+def score_teacher(teacher: Path, scorer: Scorer, cache_path: Path, levels: list[int]) -> dict[str, dict]:
+    """A teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in `cache_path` with the data floor
+    (RUNS/teacher_scores-NUM.json for --teacher, the arm's scores file for a teacher arm)."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     checkpoint = load_checkpoint(teacher)
     for count in levels:
@@ -238,8 +265,8 @@ def curve(folder: Path, scores: dict, steps: int) -> list[tuple[float, float, in
     return sorted(points)
 
 
-def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float, path: Path, title: str) -> None:
-    """FD against CPU-minutes at 1, 2 and 4 steps (log y), one line per arm; teacher-using arms also shifted by the
+def plot(series: dict, teacher_best: float, floor: float, path: Path, title: str) -> None:
+    """FD against CPU-minutes at 1, 2 and 4 steps (log y), one line per arm; teacher-using arms also shifted by their
     teacher's minutes (dotted); past ten arms the colours repeat with dash-dotted lines."""
     figure, axes = plt.subplots(1, 3, figsize=(17, 5), sharey=True)
     colours = plt.get_cmap("tab10").colors
@@ -253,7 +280,7 @@ def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float
             style = {"color": colours[index % len(colours)], "marker": "o" if steps < 4 else "s"}
             axis.plot(x, y, label=name, linestyle="-" if index < len(colours) else "-.", **style)
             if charged:
-                axis.plot([v + teacher_minutes for v in x], y, linestyle=":", alpha=0.5, **style)
+                axis.plot([v + charged for v in x], y, linestyle=":", alpha=0.5, **style)
         axis.axhline(teacher_best, color="black", linestyle="--", label=f"teacher's best ({teacher_best:.2f})")
         axis.axhline(floor, color="grey", linestyle=":", label=f"data floor ({floor:.2f})")
         axis.set_yscale("log")
@@ -273,7 +300,7 @@ def plot(series: dict, teacher_best: float, floor: float, teacher_minutes: float
 GOALS = [
     ("best 1-step model", None, 1, 1.5),
     ("best 2-step model", None, 2, 1.15),
-    ("CD at 1 step", ("CD", "CD N 6→18, 600 steps", "CD mean of weights"), 1, 1.7),
+    ("CD at 1 step", ("CD", "CD N 6→18, 600 steps", "CD mean of weights", "CD N 6→18, mean of weights"), 1, 1.7),
     ("best of CT / iCT / sCT at 2 steps (no teacher)", ("CT", "iCT", "iCT 2200 steps", "sCT"), 2, 2.0),
 ]
 
@@ -285,7 +312,7 @@ def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> lis
         points = [
             (fd, name, step, minutes)
             for name, result in results.items()
-            if names is None or name in names
+            if (names is None or name in names) and "curves" in result and result["teacher_arm"] is None
             for minutes, fd, step in result["curves"][steps]
             if minutes <= teacher_minutes
         ]
@@ -311,33 +338,52 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         if not cache_path.exists():
             continue
         scores = json.loads(cache_path.read_text())
+        if arm.kind == "teacher":  # a teacher arm: its Heun score, the reference of the arms it teaches
+            key, fd = best_teacher_score(scores)
+            results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "steps": arm.steps,
+                             "teacher_fd": fd, "teacher_key": key, "cpu_minutes": cpu_minutes(folder)}  # fmt: skip
+            table.append(f"| {name} | {arm.group} | {' '.join(arm.overrides)} | {arm.steps} | "
+                         f"{cpu_minutes(folder):.1f} | – | – | – | – | a teacher: {key} {fd:.2f} |")  # fmt: skip
+            continue
+        reference, charged = teacher_best, teacher_minutes if arm.teacher_key else 0.0
+        if arm.teacher_arm is not None and arm.teacher_arm not in results:
+            print(f"{name}: left out, its teacher arm {arm.teacher_arm!r} is not scored")
+            continue
+        if arm.teacher_arm is not None:
+            reference = results[arm.teacher_arm]["teacher_fd"]
+            charged = results[arm.teacher_arm]["cpu_minutes"]
         curves = {steps: curve(folder, scores, steps) for steps in STEPS_LAST}
         group = "method" if arm.group == "method" else "ablation"
-        series[group][name] = (curves, arm.teacher_key is not None)
+        series[group][name] = (curves, charged)
         final = curves[1][-1] if curves[1] else None
         best = {s: min((p[1] for p in c), default=math.nan) for s, c in curves.items()}
         last = {s: (c[-1][1] if c else math.nan) for s, c in curves.items()}
         minutes = final[0] if final else math.nan
         reached = final[2] if final else 0
         note = " ".join(
-            filter(None, [arm.note, f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else ""])
-        )
+            filter(None, [
+                arm.note,
+                f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else "",
+                f"ratios to its own teacher ({arm.teacher_arm}, {reference:.2f})" if arm.teacher_arm else "",
+            ])
+        )  # fmt: skip
         results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
-                         "steps": arm.steps, "reached": reached, "curves": curves, "cpu_minutes": minutes,
-                         "note": note}  # fmt: skip
+                         "teacher_arm": arm.teacher_arm, "steps": arm.steps, "reached": reached, "curves": curves,
+                         "cpu_minutes": minutes, "note": note}  # fmt: skip
+        overrides = " ".join(arm.overrides) or ("(reference)" if arm.kind == "cd" else "(bundled)")
         table.append(
-            f"| {name} | {arm.group} | {' '.join(arm.overrides) or '(bundled)'} | {reached} | {minutes:.1f} | "
-            + " | ".join(f"{last[s]:.2f} ({last[s] / teacher_best:.2f}×)" if c else "–" for s, c in curves.items())
+            f"| {name} | {arm.group} | {overrides} | {reached} | {minutes:.1f} | "
+            + " | ".join(f"{last[s]:.2f} ({last[s] / reference:.2f}×)" if c else "–" for s, c in curves.items())
             + " | "
             + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
             + f" | {note} |"
         )
-    if series["ablation"] and "CD" in series["method"]:  # the bundled CD beside its ablations
-        series["ablation"] = {"CD (bundled)": series["method"]["CD"], **series["ablation"]}
+    if series["ablation"] and "CD" in series["method"]:  # the reference CD beside its ablations
+        series["ablation"] = {"CD (reference)": series["method"]["CD"], **series["ablation"]}
     title = f"MNIST, {args.num} samples per point against the held-out half"
-    plot(series["method"], teacher_best, floor, teacher_minutes, args.out / "methods.png", f"Methods — {title}")
+    plot(series["method"], teacher_best, floor, args.out / "methods.png", f"Methods — {title}")
     if series["ablation"]:
-        plot(series["ablation"], teacher_best, floor, teacher_minutes, args.out / "ablations.png",
+        plot(series["ablation"], teacher_best, floor, args.out / "ablations.png",
              f"Ablations — {title}")  # fmt: skip
     metric = "FD_classifier"
     lines = [
@@ -350,7 +396,9 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         f"training; its best at ≥ 35 NFE is {teacher_best:.3f} ({teacher_best_key}), the reference of every ratio.",
         "",
         "CPU-minutes: process CPU time of the training steps (log.jsonl), one thread; the teacher's minutes are "
-        "charged to CD, ECT and sCD separately (dotted lines in the plots).",
+        "charged to CD, ECT and sCD separately (dotted lines in the plots). Every CD arm is the reference recipe "
+        f"({' '.join(CD_REFERENCE)}: mnist_cd when the ablations ran) with its overrides; the other arms are their "
+        "bundled configs with theirs.",
         "",
         f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | best 1/2/4 | note |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
@@ -385,7 +433,9 @@ def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> N
     rows = {"teacher (Heun, 35 NFE)": sample_checkpoint(load_checkpoint(teacher), 12, teacher_levels=18, seed=1).x}
     for name, arm in arms.items():
         folder = run_folder(runs, name, arm)
-        if (folder / "checkpoints").exists():
+        if (folder / "checkpoints").exists() and arm.kind == "teacher":
+            rows[f"{name} (Heun, 35 NFE)"] = sample_checkpoint(load_checkpoint(folder), 12, teacher_levels=18, seed=1).x
+        elif (folder / "checkpoints").exists():
             checkpoint = load_checkpoint(folder)
             for steps in (1, 2):
                 rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = sample_checkpoint(
@@ -413,11 +463,13 @@ def main() -> None:
             train_arm(name, arm, args.data, args.teacher, args.runs)
     scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points) if args.phase != "train" else None
     if args.phase in ("score", "all"):
-        score_teacher(args.teacher, scorer, args.runs, args.teacher_levels)
+        score_teacher(args.teacher, scorer, teacher_scores_path(args.runs, args.num), args.teacher_levels)
         for name, arm in arms.items():
-            folder = run_folder(args.runs, name, arm)
-            if (folder / "checkpoints").exists():
-                score_run(folder, scores_path(args.runs, name, args.num), scorer, name, arm.weights)
+            folder, cache_path = run_folder(args.runs, name, arm), scores_path(args.runs, name, args.num)
+            if arm.kind == "teacher" and (folder / "checkpoints").exists():
+                score_teacher(folder, scorer, cache_path, args.teacher_levels)
+            elif (folder / "checkpoints").exists():
+                score_run(folder, cache_path, scorer, name, arm.weights)
     if args.phase in ("report", "all"):
         report(args, ARMS, args.runs, args.teacher, scorer)
         sample_rows(ARMS, args.runs, args.teacher, args.out)

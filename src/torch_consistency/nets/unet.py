@@ -95,7 +95,7 @@ class UNet(nn.Module):
             raise ValueError("pass the guidance scale w exactly when the network takes it (guidance_input)")
         if self.guidance_embedding is None:
             return self.unet(x, c_noise, class_labels=class_labels).sample
-        if class_labels is not None and self.null_at_zero is not None:
+        if class_labels is not None and guidance is not None and self.null_at_zero is not None:
             class_labels = unguided_labels(class_labels, guidance, self.null_at_zero)
         added = self.guidance_embedding(guidance)
         hook = self.unet.time_embedding.register_forward_pre_hook(lambda _, args: (args[0] + added.to(args[0]),))

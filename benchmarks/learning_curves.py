@@ -96,6 +96,7 @@ ARMS: dict[str, Arm] = {
     "CD mean of weights": Arm("cd", ["train.ema_power=0"], 600, "EMA rate", CD),
     # Both: the growing N of the run above with the mean of its weights (averaging.md's γ = 0, trained).
     "CD N 6→18, mean of weights": Arm("cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "EMA rate", CD),
+    "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
         "cd",
         [],

@@ -36,15 +36,6 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 16,
         "attention_head_dim": 32,
     },
-    # 28×28 MNIST at half the small preset's width: ~0.5M parameters (the network-size row of docs/results/curves)
-    "small-half": {
-        "block_out_channels": (16, 32, 48),
-        "layers_per_block": 1,
-        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        "norm_num_groups": 8,
-        "attention_head_dim": 16,
-    },
     # 32×32 CIFAR-10: ~36M parameters (DDPM's layout), for GPUs
     "cifar10": {
         "block_out_channels": (128, 256, 256, 256),
@@ -67,6 +58,14 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "downsample_type": "resnet",
         "upsample_type": "resnet",
     },
+}
+# 28×28 MNIST at half the small preset's width, the same layout: ~0.5M parameters (the network-size row of
+# docs/results/curves)
+UNET_PRESETS["small-half"] = {
+    **UNET_PRESETS["small"],
+    "block_out_channels": tuple(c // 2 for c in UNET_PRESETS["small"]["block_out_channels"]),
+    "norm_num_groups": UNET_PRESETS["small"]["norm_num_groups"] // 2,
+    "attention_head_dim": UNET_PRESETS["small"]["attention_head_dim"] // 2,
 }
 
 

@@ -14,23 +14,31 @@ the requested-label rate of the evaluation classifier and FD_classifier against 
 number of samples of every class. Checks the goals (student label rate within 2 points of its teacher's at each w,
 student FD within 1.5× of the teacher's; class-conditional CD's 1-step label rate ≥ 95 %) and prints them.
 Writes OUT/README.md (tables, goals, command), OUT/results.json and OUT/samples.png (rows per w and model).
+The teacher's rows, most of the time, are kept in RUNS/cache under a hash of its weights and the sampling settings, so
+a rerun for a new student samples only the students.
 """
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from torch_consistency.checkpoint import load_checkpoint
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from torch_consistency.checkpoint import Checkpoint, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import ClassifierSettings, load_or_train_classifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import label_rate, prepare_reference, score_images
-from torch_consistency.files import write_json_atomic, write_text_atomic
+from torch_consistency.files import atomic_path, write_json_atomic, write_text_atomic
 from torch_consistency.plots import save_image_rows
 from torch_consistency.training.loop import train
 
@@ -54,6 +62,23 @@ def train_or_reuse(config, folder: Path) -> Path:
     elif (last := load_checkpoint(folder)).step < last.config.train.total_steps:
         train(None, folder, resume=True)
     return folder
+
+
+def teacher_row_path(cache: Path, checkpoint: Checkpoint, w: float, num: int, levels: int, device: str) -> Path:
+    """Where the teacher's row at w is kept: its samples are fixed (seed 1) by its weights and these settings, and
+    its 70-NFE Heun passes are most of this script's time."""
+    weights = hashlib.sha256((checkpoint.path / "weights.safetensors").read_bytes()).hexdigest()[:16]
+    return cache / f"teacher-row-{weights}-w{w:g}-n{num}-levels{levels}-{device}.safetensors"
+
+
+def write_row(path: Path, row: dict, one_per_class: torch.Tensor) -> None:
+    with atomic_path(path) as temporary:
+        save_file({"one_per_class": one_per_class.contiguous()}, str(temporary), metadata={"row": json.dumps(row)})
+
+
+def read_row(path: Path) -> tuple[dict, torch.Tensor]:
+    with safe_open(str(path), "pt") as kept:
+        return json.loads(kept.metadata()["row"]), kept.get_tensor("one_per_class")
 
 
 def main() -> None:
@@ -99,14 +124,22 @@ def main() -> None:
     rows, pictures = [], {}
 
     def score(model: str, checkpoint, w: float | None, **options) -> None:
-        generated = sample_checkpoint(checkpoint, num, labels="all", guidance=w, seed=1, device=args.device, **options)
-        result = score_images(model, generated.x, generated.nfe, reference, extractor)
         steps = options.get("steps")
-        rows.append({"model": model, "w": generated.guidance, "steps": steps, "nfe": generated.nfe, "fd": result.fd,
-                     "label_rate": label_rate(trained.model, generated.x, generated.labels)})  # fmt: skip
-        first = [int(i) for c in generated.labels.unique() for i in (generated.labels == c).nonzero()[:1, 0]]
-        one_per_class = generated.x[first]
-        what = f"{steps} step{'s' if steps > 1 else ''}" if steps else f"Heun, {generated.nfe} NFE"
+        kept = teacher_row_path(runs / "cache", checkpoint, w, num, levels, args.device) if model == "teacher" else None
+        if kept is not None and kept.exists():
+            row, one_per_class = read_row(kept)
+        else:
+            generated = sample_checkpoint(checkpoint, num, labels="all", guidance=w, seed=1, device=args.device,
+                                          **options)  # fmt: skip
+            result = score_images(model, generated.x, generated.nfe, reference, extractor)
+            row = {"model": model, "w": generated.guidance, "steps": steps, "nfe": generated.nfe, "fd": result.fd,
+                   "label_rate": label_rate(trained.model, generated.x, generated.labels)}  # fmt: skip
+            first = [int(i) for c in generated.labels.unique() for i in (generated.labels == c).nonzero()[:1, 0]]
+            one_per_class = generated.x[first]
+            if kept is not None:
+                write_row(kept, row, one_per_class)
+        rows.append(row)
+        what = f"{steps} step{'s' if steps > 1 else ''}" if steps else f"Heun, {row['nfe']} NFE"
         pictures[f"w = {w:g}: {model}, {what}" if w is not None else f"{model}, {what}"] = one_per_class
 
     checkpoints = {name: load_checkpoint(folder) for name, folder in students.items()}

@@ -5,16 +5,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "guidance.py"
+
+
+def run_quick(runs: Path, out: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--runs", str(runs), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
 
 
 def test_the_guidance_benchmark_runs_end_to_end_and_checks_its_goals(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--runs", str(tmp_path / "runs"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_quick(tmp_path / "runs", out)
     results = json.loads((out / "results.json").read_text())
     rows = {(r["model"], r["w"], r["steps"]): r for r in results["rows"]}
     for w in (0.0, 1.0, 2.0, 4.0):
@@ -34,3 +42,21 @@ def test_the_guidance_benchmark_runs_end_to_end_and_checks_its_goals(tmp_path):
     assert sum(line.startswith(("met: ", "MISSED: ")) for line in result.stdout.splitlines()) == 18
     readme = (out / "README.md").read_text()
     assert "| 4 |" in readme and "benchmarks/guidance.py --quick" in readme and (out / "samples.png").stat().st_size
+
+
+def test_a_rerun_reads_the_teachers_rows_from_the_cache(tmp_path):
+    """The teacher's rows are kept under RUNS/cache, one file per w; a rerun reads them instead of sampling again (a
+    row altered in its file comes back altered) and reproduces every other row."""
+    runs = tmp_path / "runs"
+    run_quick(runs, tmp_path / "first")
+    first = json.loads((tmp_path / "first" / "results.json").read_text())["rows"]
+    assert len(list((runs / "cache").glob("teacher-row-*.safetensors"))) == 4
+    [kept] = (runs / "cache").glob("teacher-row-*-w4-*.safetensors")
+    row = next(r for r in first if r["model"] == "teacher" and r["w"] == 4.0)
+    save_file(
+        {"one_per_class": torch.zeros(10, 1, 8, 8)}, str(kept), metadata={"row": json.dumps({**row, "fd": 123.0})}
+    )
+    run_quick(runs, tmp_path / "second")
+    second = json.loads((tmp_path / "second" / "results.json").read_text())["rows"]
+    assert [r for r in second if r["fd"] != 123.0] == [r for r in first if r is not row]
+    assert next(r for r in second if r["model"] == "teacher" and r["w"] == 4.0)["fd"] == 123.0

@@ -100,6 +100,8 @@ ARMS: dict[str, Arm] = {
     "CD N 6→18, mean of weights, 1300 steps": Arm(
         "cd", ["cd.grow_from=6", "train.ema_power=0"], 1300, "training length", CD
     ),
+    # That run's best checkpoint came at step 780, with N near 13: N growing to 12 instead of 18, over 600 steps.
+    "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
         "cd",
@@ -308,6 +310,7 @@ CD_RECIPES = (
     "CD mean of weights",
     "CD N 6→18, mean of weights",
     "CD N 6→18, mean of weights, 1300 steps",
+    "CD N 6→12, mean of weights",
 )
 # Issue 13's goals: (what, arms it may come from (None: any), sampling steps, largest ratio to the teacher's best)
 GOALS = [

@@ -64,11 +64,15 @@ def train_or_reuse(config, folder: Path) -> Path:
     return folder
 
 
-def teacher_row_path(cache: Path, checkpoint: Checkpoint, w: float, num: int, levels: int, device: str) -> Path:
+def weights_digest(checkpoint: Checkpoint) -> str:
+    """A short hash of a checkpoint's weights file: what the teacher's kept rows are keyed by."""
+    return hashlib.sha256((checkpoint.path / "weights.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def teacher_row_path(cache: Path, digest: str, w: float, num: int, levels: int, device: str) -> Path:
     """Where the teacher's row at w is kept: its samples are fixed (seed 1) by its weights and these settings, and
     its 70-NFE Heun passes are most of this script's time."""
-    weights = hashlib.sha256((checkpoint.path / "weights.safetensors").read_bytes()).hexdigest()[:16]
-    return cache / f"teacher-row-{weights}-w{w:g}-n{num}-levels{levels}-{device}.safetensors"
+    return cache / f"teacher-row-{digest}-w{w:g}-n{num}-levels{levels}-{device}.safetensors"
 
 
 def write_row(path: Path, row: dict, one_per_class: torch.Tensor) -> None:
@@ -122,10 +126,11 @@ def main() -> None:
     floor = score_images("data floor", train_split.to_float(train_split.images[:floor_count]), 0, reference, extractor)
 
     rows, pictures = [], {}
+    digest = weights_digest(teacher)
 
     def score(model: str, checkpoint, w: float | None, **options) -> None:
         steps = options.get("steps")
-        kept = teacher_row_path(runs / "cache", checkpoint, w, num, levels, args.device) if model == "teacher" else None
+        kept = teacher_row_path(runs / "cache", digest, w, num, levels, args.device) if model == "teacher" else None
         if kept is not None and kept.exists():
             row, one_per_class = read_row(kept)
         else:

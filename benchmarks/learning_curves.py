@@ -449,10 +449,12 @@ def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> N
     rows = {"teacher (Heun, 35 NFE)": sample_checkpoint(load_checkpoint(teacher), 12, teacher_levels=18, seed=1).x}
     for name, arm in arms.items():
         folder = run_folder(runs, name, arm)
-        if (folder / "checkpoints").exists() and arm.kind == "teacher":
-            rows[f"{name} (Heun, 35 NFE)"] = sample_checkpoint(load_checkpoint(folder), 12, teacher_levels=18, seed=1).x
-        elif (folder / "checkpoints").exists():
-            checkpoint = load_checkpoint(folder)
+        if not (folder / "checkpoints").exists():
+            continue
+        checkpoint = load_checkpoint(folder)
+        if arm.kind == "teacher":
+            rows[f"{name} (Heun, 35 NFE)"] = sample_checkpoint(checkpoint, 12, teacher_levels=18, seed=1).x
+        else:
             for steps in (1, 2):
                 rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = sample_checkpoint(
                     checkpoint, 12, weights=arm.weights, steps=steps, seed=1
@@ -482,9 +484,11 @@ def main() -> None:
         score_teacher(args.teacher, scorer, teacher_scores_path(args.runs, args.num), args.teacher_levels)
         for name, arm in arms.items():
             folder, cache_path = run_folder(args.runs, name, arm), scores_path(args.runs, name, args.num)
-            if arm.kind == "teacher" and (folder / "checkpoints").exists():
+            if not (folder / "checkpoints").exists():
+                continue
+            if arm.kind == "teacher":
                 score_teacher(folder, scorer, cache_path, args.teacher_levels)
-            elif (folder / "checkpoints").exists():
+            else:
                 score_run(folder, cache_path, scorer, name, arm.weights)
     if args.phase in ("report", "all"):
         report(args, ARMS, args.runs, args.teacher, scorer)

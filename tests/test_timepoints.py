@@ -2,10 +2,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import tiny_config
 from torch_consistency.checkpoint import load_checkpoint, store_sampling_sigmas
-from torch_consistency.evaluation.timepoints import greedy_time_points, ternary_search
+from torch_consistency.evaluation.evaluate import sample_checkpoint
+from torch_consistency.evaluation.timepoints import greedy_time_points, search_checkpoint_sigmas, ternary_search
 from torch_consistency.generate import sampling_sigmas
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.training.loop import train
@@ -45,6 +47,24 @@ def test_searched_sigmas_are_stored_in_the_checkpoint_and_used_by_default(tmp_pa
     assert sampling_sigmas(reloaded.config, 2) == [80.0, 0.7]
     assert sampling_sigmas(reloaded.config, 3) == [80.0, 0.7, 0.1]
     assert len(sampling_sigmas(reloaded.config, 4)) == 4
+
+
+def test_a_checkpoint_search_stops_at_max_steps_and_follows_the_metric(tmp_path):
+    train(tiny_config("train.method=ct", "train.total_steps=1"), tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    d = checkpoint.config.diffusion
+    grid = karras_sigmas(checkpoint.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
+    # The same seed gives the same samples for the same σ's, so the metric can tell which σ_2 made them, and it
+    # scores the distance (in grid points) to the one wanted: a unimodal objective with a known minimum.
+    made = [sample_checkpoint(checkpoint, 16, sigmas=[80.0, s], seed=1).x for s in grid[1:-1]]
+    wanted = 5
+
+    def metric(samples: torch.Tensor) -> float:
+        index = next(i for i, x in enumerate(made, start=1) if torch.equal(x, samples))
+        return abs(index - wanted)
+
+    found = search_checkpoint_sigmas(checkpoint, metric, 16, seed=0, log=lambda line: None, max_steps=2)
+    assert found == {2: [80.0, grid[wanted]]}
 
 
 def test_cm_eval_searches_the_sigmas_of_a_2d_checkpoint_and_refuses_a_teacher(tmp_path):

@@ -68,8 +68,10 @@ def search_checkpoint_sigmas(
     seed: int = 0,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    max_steps: int = 3,
 ) -> dict[int, list[float]]:
-    """The 2- and 3-step σ's on the checkpoint's training grid that minimise `metric` of `num_samples` samples."""
+    """The 2- … `max_steps`-step σ's on the checkpoint's training grid that minimise `metric` of `num_samples`
+    samples."""
     check_searchable(checkpoint)
     d = checkpoint.config.diffusion
     grid = karras_sigmas(checkpoint.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
@@ -79,4 +81,4 @@ def search_checkpoint_sigmas(
         log(f"  σ's {[round(s, 4) for s in sigmas]}: {value:.4f}")
         return value
 
-    return greedy_time_points(objective, grid, max_steps=3)
+    return greedy_time_points(objective, grid, max_steps=max_steps)

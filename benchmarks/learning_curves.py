@@ -1,13 +1,15 @@
 """Learning curves on MNIST: FD_classifier at 1, 2 and 4 steps against CPU-minutes of training (issue 13).
 
     python benchmarks/learning_curves.py --data ../shared/data/mnist --teacher runs/mnist-teacher \
-        --runs runs/curves --out docs/results/curves [--arms NAME ...] [--phase train|score|report|all]
+        --runs runs/curves --out docs/results/curves [--arms NAME ...] [--phase train|score|search|report|all]
 
-Every arm (a method, or an ablation of one) is a bundled MNIST config with overrides, trained on the train half
-of the data (`data.holdout_fraction = 0.5`) and checkpointed along the way; an arm may instead score another
-arm's run with another of its weight sets (its online weights rather than the evaluation EMA). A teacher arm
+Every arm (a method, or an ablation of one; listed with issue 13's goals in curve_arms.py) is a bundled MNIST config
+with overrides, trained on the train half of the data (`data.holdout_fraction = 0.5`) and checkpointed along the
+way; an arm may instead score another arm's run with another of its weight sets (its online weights rather than
+the evaluation EMA). A teacher arm
 trains a teacher of its own (scored by Heun at its last checkpoint), which a later arm names as its teacher; that
-arm's ratios are to its own teacher, and it counts for no goal. Each checkpoint
+arm's ratios are to its own teacher, and it counts for no goal, unless the teacher arm is its own first stage
+(ECT from scratch): then the two stages are one run, on one axis of minutes, against the teacher. Each checkpoint
 is scored against the held-out half with --num samples (1 and 2 steps at every checkpoint, 4 steps at the last):
 FD on the features of a classifier trained on MNIST (FD_classifier, not comparable with Inception FID), KID and k = 3
 precision/recall. Training time is the process CPU time that log.jsonl records per step (all threads), so it
@@ -16,16 +18,18 @@ CPU-minutes the minutes one core spends. Methods that need a teacher are charged
 
 Phases: `train` trains the arms one after another, `score` scores every checkpoint not scored yet (cached per
 checkpoint in RUNS/ARM/scores-NUM.json, so it can run beside `train`), `report` writes OUT/table.md, results.json
-and the plots. `all` does the three in turn.
+and the plots. `all` does the three in turn. `search` (not in `all`) chooses the intermediate σ of 2-step sampling
+by the paper's greedy search on the training half, at the newest checkpoint within the teacher's minutes, and scores
+it against the held-out half.
 """
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from curve_arms import ARMS, CD_REFERENCE, GOALS, SEARCHED, Arm
 from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
@@ -40,89 +45,14 @@ from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import prepare_reference, score_images
+from torch_consistency.evaluation.timepoints import search_checkpoint_sigmas
 from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.plots import save_image_rows
+from torch_consistency.sigmas import default_sampling_sigmas
 from torch_consistency.training.loop import train
 
 STEPS_EVERY_CHECKPOINT = (1, 2)
 STEPS_LAST = (1, 2, 4)
-
-
-@dataclass
-class Arm:
-    """One curve: a bundled MNIST config (`mnist_{kind}`), overrides, the run's length and checkpoints."""
-
-    kind: str
-    overrides: list[str]
-    steps: int
-    group: str  # "method" or the ablated factor
-    teacher_key: str | None = None
-    checkpoints: int = 5
-    note: str = ""
-    run: str | None = None  # score the run of this other arm instead of training one
-    weights: str | None = None  # the weight set scored (default: the first evaluation EMA)
-    teacher_arm: str | None = None  # the teacher arm whose run is this arm's teacher (default: --teacher)
-
-
-CD = "cd.teacher"
-# The CD recipe the ablations change one setting of: mnist_cd when they ran (N = 18, the ramp EMA). mnist_cd now
-# grows N and keeps the mean of its weights, the arm "CD N 6→18, mean of weights".
-CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
-ARMS: dict[str, Arm] = {
-    # The methods with their bundled configs.
-    "CD": Arm("cd", [], 600, "method", CD),
-    "ECT": Arm("ect", [], 600, "method", "ect.teacher"),
-    "sCD": Arm("scm", ["scm.mode=scd"], 300, "method", "scm.teacher"),
-    "CT": Arm("ct", [], 800, "method"),
-    "iCT": Arm("ict", [], 800, "method"),
-    # iCT given the whole budget of issue 13's from-scratch goal: the teacher's own 69 CPU-minutes.
-    "iCT 2200 steps": Arm("ict", [], 2200, "method"),
-    "sCT": Arm("scm", ["scm.mode=sct"], 400, "method"),
-    # Ablations of CD (issue 13's deliverable 2), 360 steps each: compare with CD at step 360.
-    "CD pseudo-Huber": Arm("cd", ["cd.distance=pseudo-huber"], 360, "distance", CD, checkpoints=3),
-    "CD N=40": Arm("cd", ["cd.num_points=40"], 360, "N", CD, checkpoints=3),
-    "CD cosine lr": Arm("cd", ["optim.decay=cosine"], 360, "learning-rate decay", CD, checkpoints=3),
-    "CD N=10": Arm("cd", ["cd.num_points=10"], 360, "N", CD, checkpoints=3),
-    "CD target mu=0.95": Arm("cd", ["cd.target_ema=0.95"], 360, "target μ", CD, checkpoints=3),
-    # Shorter ablations, 240 steps: compare with CD at step 240.
-    "CD N=6": Arm("cd", ["cd.num_points=6"], 240, "N", CD, checkpoints=2),
-    "CD lr 4e-4": Arm("cd", ["optim.lr=4e-4"], 240, "learning rate", CD, checkpoints=2),
-    "CD N 6→18": Arm("cd", ["cd.grow_from=6"], 240, "N", CD, checkpoints=2),
-    # checkpointed every 20 steps: its online weights also serve the weight-averaging study
-    "CD N 6→18, 600 steps": Arm("cd", ["cd.grow_from=6"], 600, "N", CD, checkpoints=30),
-    "CD inverse-delta weight": Arm("cd", ["cd.weighting=inverse-delta"], 240, "loss weighting", CD, checkpoints=2),
-    "CD Euler teacher": Arm("cd", ["cd.solver=euler"], 240, "teacher solver", CD, checkpoints=2),
-    # The same run as CD (same seed, same online weights) with an evaluation EMA over all of it (averaging.md).
-    "CD mean of weights": Arm("cd", ["train.ema_power=0"], 600, "EMA rate", CD),
-    # Both: the growing N of the run above with the mean of its weights (averaging.md's γ = 0, trained).
-    "CD N 6→18, mean of weights": Arm("cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "EMA rate", CD),
-    # The same recipe run 1300 steps (mnist_cd's former length): N grows from 6 to 18 over all of them.
-    "CD N 6→18, mean of weights, 1300 steps": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0"], 1300, "training length", CD
-    ),
-    # That run's best checkpoint came at step 780, with N near 13: N growing to 12 instead of 18, over 600 steps.
-    "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
-    "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
-    "CD online weights": Arm(
-        "cd",
-        [],
-        600,
-        "EMA rate",
-        CD,
-        run="CD",
-        weights="online",
-        note="the bundled CD run's online weights: no evaluation EMA",
-    ),
-    # Network size: a teacher at half the small preset's width (3400 steps, as runs/mnist-teacher) and CD from it; a
-    # student starts from its teacher's weights, so it takes the teacher's network. Twice the width would cost about
-    # four times the teacher's 69 CPU-minutes.
-    "Teacher half width": Arm("teacher", ["network.preset=small-half"], 3400, "network size", checkpoints=1),
-    "CD half width": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "network size", CD, teacher_arm="Teacher half width"
-    ),
-    # CT's former bundled recipe, for issue 13's deliverable 3.
-    "CT-former": Arm("ct", ["ct.s1=40", "ct.mu0=0.95", "ct.distance=l2", "ct.weighting=uniform"], 800, "CT recipe"),
-}
 
 
 def slug(name: str) -> str:
@@ -205,11 +135,18 @@ class Scorer:
         labelled = build_dataset(dataclasses.replace(data, holdout_fraction=0.0))
         self.extractor = classifier_extractor(load_or_train_classifier(labelled, runs / "cache"))
         images = self.holdout.to_float(self.holdout.images)
-        self.reference = prepare_reference(self.extractor, images, runs / "cache", self.holdout.name)
+        self.cache = runs / "cache"
+        self.reference = prepare_reference(self.extractor, images, self.cache, self.holdout.name)
         self.num, self.batch, self.points = num, batch, points
 
     def score(self, label: str, samples, nfe: int) -> dict:
         return score_images(label, samples, nfe, self.reference, self.extractor).to_dict()
+
+    @functools.cached_property
+    def train_reference(self):
+        """The training half as a reference, for choosing σ's without looking at the held-out half."""
+        images = self.train_split.to_float(self.train_split.images)
+        return prepare_reference(self.extractor, images, self.cache, self.train_split.name)
 
     def floor(self) -> dict:
         """The metric between the training half and the held-out half: the bias of the estimate at this count."""
@@ -242,6 +179,31 @@ def score_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, weight
     return cache
 
 
+def search_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, within_minutes: float) -> None:
+    """2-step sampling at the σ's of the paper's greedy search (reference.md §6) at the newest scored checkpoint
+    within `within_minutes` of training: the σ chosen on the FD of 2000 samples (seed 2) against the *training*
+    half, then scored against the held-out half as every other point (seed 1); cached under SEARCHED with its σ's."""
+    cache = json.loads(cache_path.read_text())
+    steps = [int(step) for step in cache if cpu_minutes(folder, int(step)) <= within_minutes]
+    paths = {load_checkpoint(path).step: path for path in list_checkpoints(folder)}
+    if not steps or max(steps) not in paths:
+        print(f"{label}: no checkpoint to search within {within_minutes:.1f} CPU-minutes")
+        return
+    entry = cache[str(max(steps))]
+    if SEARCHED in entry:
+        return
+    checkpoint = load_checkpoint(paths[max(steps)])
+
+    def fd(samples) -> float:
+        return score_images("search", samples, 0, scorer.train_reference, scorer.extractor).fd
+
+    sigmas = search_checkpoint_sigmas(checkpoint, fd, 2000, seed=1, max_steps=2)[2]
+    generated = sample_checkpoint(checkpoint, scorer.num, sigmas=sigmas, seed=1, batch_size=scorer.batch)
+    entry[SEARCHED] = {**scorer.score(label, generated.x, generated.nfe), "sigmas": sigmas}
+    write_json_atomic(cache_path, cache)
+    print(f"{label} step {checkpoint.step}, 2 steps at σ's {sigmas}: FD {entry[SEARCHED]['fd']:.3f}", flush=True)
+
+
 def score_teacher(teacher: Path, scorer: Scorer, cache_path: Path, levels: list[int]) -> dict[str, dict]:
     """A teacher with Heun at each number of Karras levels (2K − 1 NFE), cached in `cache_path` with the data floor
     (RUNS/teacher_scores-NUM.json for --teacher, the arm's scores file for a teacher arm)."""
@@ -262,12 +224,13 @@ def score_teacher(teacher: Path, scorer: Scorer, cache_path: Path, levels: list[
     return cache
 
 
-def curve(folder: Path, scores: dict, steps: int) -> list[tuple[float, float, int]]:
-    """(CPU-minutes, FD, training step) at each scored checkpoint."""
+def curve(folder: Path, scores: dict, key: int | str, offset: float = 0.0) -> list[tuple[float, float, int]]:
+    """(CPU-minutes, FD, training step) at each checkpoint scored at `key` (a step count or SEARCHED); `offset`:
+    the minutes of the run's first stage."""
     points = [
-        (cpu_minutes(folder, int(step)), entry[str(steps)]["fd"], int(step))
+        (offset + cpu_minutes(folder, int(step)), entry[str(key)]["fd"], int(step))
         for step, entry in scores.items()
-        if str(steps) in entry
+        if str(key) in entry
     ]
     return sorted(points)
 
@@ -303,42 +266,26 @@ def plot(series: dict, teacher_best: float, floor: float, path: Path, title: str
     plt.close(figure)
 
 
-# The CD arms that are whole recipes (the other CD arms change one setting of the reference for the ablations)
-CD_RECIPES = (
-    "CD",
-    "CD N 6→18, 600 steps",
-    "CD mean of weights",
-    "CD N 6→18, mean of weights",
-    "CD N 6→18, mean of weights, 1300 steps",
-    "CD N 6→12, mean of weights",
-)
-# Issue 13's goals: (what, arms it may come from (None: any), sampling steps, largest ratio to the teacher's best)
-GOALS = [
-    ("best 1-step model", None, 1, 1.5),
-    ("best 2-step model", None, 2, 1.15),
-    ("CD at 1 step", CD_RECIPES, 1, 1.7),
-    ("best of CT / iCT / sCT at 2 steps (no teacher)", ("CT", "iCT", "iCT 2200 steps", "sCT"), 2, 2.0),
-]
-
-
 def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> list[str]:
     """Each goal met or missed: the best scored point within the teacher's own training time."""
     rows = ["| goal | target | best point | FD | ratio | verdict |", "|---|---:|---|---:|---:|---|"]
-    for what, names, steps, target in GOALS:
+    for what, names, keys, target in GOALS:
         points = [
-            (fd, name, step, minutes)
+            (fd, name, step, minutes, key)
             for name, result in results.items()
-            if (names is None or name in names) and "curves" in result and result["teacher_arm"] is None
-            for minutes, fd, step in result["curves"][steps]
+            if (names is None or name in names) and "curves" in result and result["counts_for_goals"]
+            for key in keys
+            for minutes, fd, step in result["curves"][key]
             if minutes <= teacher_minutes
         ]
         if not points:
             rows.append(f"| {what} | ≤ {target}× | not measured | | | |")
             continue
-        fd, name, step, minutes = min(points)
+        fd, name, step, minutes, key = min(points)
         ratio = fd / teacher_best
         verdict = "met" if ratio <= target else f"missed by {ratio / target:.2f}×"
-        rows.append(f"| {what} | ≤ {target}× | {name}, step {step} ({minutes:.1f} CPU-min) | {fd:.2f} | "
+        where = ", searched σ" if key == SEARCHED else ""
+        rows.append(f"| {what} | ≤ {target}× | {name}, step {step}{where} ({minutes:.1f} CPU-min) | {fd:.2f} | "
                     f"{ratio:.2f}× | {verdict} |")  # fmt: skip
     return rows
 
@@ -348,6 +295,8 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
     floor = teacher_scores["floor"]["fd"]
     teacher_best_key, teacher_best = best_teacher_score(teacher_scores)
     teacher_minutes = cpu_minutes(teacher)
+    d = load_checkpoint(teacher).config.diffusion
+    karras_second = default_sampling_sigmas(2, d.sigma_min, d.sigma_max, d.rho)[1].item()
     table, results, series = [], {}, {"method": {}, "ablation": {}}
     for name, arm in arms.items():
         folder, cache_path = run_folder(runs, name, arm), scores_path(runs, name, args.num)
@@ -359,37 +308,51 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
             results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "steps": arm.steps,
                              "teacher_fd": fd, "teacher_key": key, "cpu_minutes": cpu_minutes(folder)}  # fmt: skip
             table.append(f"| {name} | {arm.group} | {' '.join(arm.overrides)} | {arm.steps} | "
-                         f"{cpu_minutes(folder):.1f} | – | – | – | – | a teacher: {key} {fd:.2f} |")  # fmt: skip
+                         f"{cpu_minutes(folder):.1f} | – | – | – | – | – | a teacher: {key} {fd:.2f} |")  # fmt: skip
             continue
-        reference, charged = teacher_best, teacher_minutes if arm.teacher_key else 0.0
+        reference, charged, offset = teacher_best, teacher_minutes if arm.teacher_key else 0.0, 0.0
         if arm.teacher_arm is not None and arm.teacher_arm not in results:
             print(f"{name}: left out, its teacher arm {arm.teacher_arm!r} is not scored")
             continue
-        if arm.teacher_arm is not None:
+        if arm.first_stage:  # one run in two stages: the first stage's minutes on its axis, no teacher charged
+            charged, offset = 0.0, results[arm.teacher_arm]["cpu_minutes"]
+        elif arm.teacher_arm is not None:
             reference = results[arm.teacher_arm]["teacher_fd"]
             charged = results[arm.teacher_arm]["cpu_minutes"]
-        curves = {steps: curve(folder, scores, steps) for steps in STEPS_LAST}
+        curves = {key: curve(folder, scores, key, offset) for key in (*STEPS_LAST, SEARCHED)}
+        searched = [(step, entry[SEARCHED]) for step, entry in scores.items() if SEARCHED in entry]
         group = "method" if arm.group == "method" else "ablation"
         series[group][name] = (curves, charged)
         final = curves[1][-1] if curves[1] else None
-        best = {s: min((p[1] for p in c), default=math.nan) for s, c in curves.items()}
-        last = {s: (c[-1][1] if c else math.nan) for s, c in curves.items()}
+        best = {s: min((p[1] for p in curves[s]), default=math.nan) for s in STEPS_LAST}
+        last = {s: (curves[s][-1][1] if curves[s] else math.nan) for s in STEPS_LAST}
         minutes = final[0] if final else math.nan
         reached = final[2] if final else 0
         note = " ".join(
             filter(None, [
                 arm.note,
                 f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else "",
-                f"ratios to its own teacher ({arm.teacher_arm}, {reference:.2f})" if arm.teacher_arm else "",
+                f"ratios to its own teacher ({arm.teacher_arm}, {reference:.2f})"
+                if arm.teacher_arm and not arm.first_stage else "",
+                f"its minutes include its first stage ({arm.teacher_arm}, {offset:.1f})" if arm.first_stage else "",
             ])
         )  # fmt: skip
         results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
                          "teacher_arm": arm.teacher_arm, "steps": arm.steps, "reached": reached, "curves": curves,
-                         "cpu_minutes": minutes, "note": note}  # fmt: skip
+                         "counts_for_goals": arm.teacher_arm is None or arm.first_stage, "cpu_minutes": minutes,
+                         "note": note}  # fmt: skip
         overrides = " ".join(arm.overrides) or ("(reference)" if arm.kind == "cd" else "(bundled)")
         table.append(
             f"| {name} | {arm.group} | {overrides} | {reached} | {minutes:.1f} | "
-            + " | ".join(f"{last[s]:.2f} ({last[s] / reference:.2f}×)" if c else "–" for s, c in curves.items())
+            + " | ".join(f"{last[s]:.2f} ({last[s] / reference:.2f}×)" if curves[s] else "–" for s in STEPS_LAST)
+            + " | "
+            + (
+                " / ".join(
+                    f"{e['fd']:.2f} ({e['fd'] / reference:.2f}×) at σ {e['sigmas'][1]:.3g}, step {step}"
+                    for step, e in searched
+                )
+                or "–"
+            )
             + " | "
             + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
             + f" | {note} |"
@@ -414,10 +377,14 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         "CPU-minutes: process CPU time of the training steps (log.jsonl), one thread; the teacher's minutes are "
         "charged to CD, ECT and sCD separately (dotted lines in the plots). Every CD arm is the reference recipe "
         f"({' '.join(CD_REFERENCE)}: mnist_cd when the ablations ran) with its overrides; the other arms are their "
-        "bundled configs with theirs.",
+        "bundled configs with theirs. 2 steps sample at σ_max and the second σ of a Karras grid of three "
+        f"({karras_second:.3g}); *searched σ*: at the second σ that the paper's greedy search (reference.md §6) "
+        "chose on the FD of 2000 samples against the training half, scored as the others against the held-out "
+        "half, at the newest checkpoint within the teacher's minutes (`--phase search`).",
         "",
-        f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | best 1/2/4 | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | 2 steps, searched σ "
+        "| best 1/2/4 | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
         *table,
         "",
         f"Goals (issue 13), each the best scored point of a run within the teacher's {teacher_minutes:.0f} "
@@ -473,7 +440,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5, help="checkpoints scored per arm, evenly spaced (default 5)")
     parser.add_argument("--batch", type=int, default=128, help="sampling batch (on a CPU, 1024 is 1.5× slower)")
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=[18], help="Heun levels (18: 35 NFE)")
-    parser.add_argument("--phase", choices=("train", "score", "report", "all"), default="all")
+    parser.add_argument("--phase", choices=("train", "score", "search", "report", "all"), default="all")
     args = parser.parse_args()
     arms = {name: ARMS[name] for name in args.arms} if args.arms else ARMS
     if args.phase in ("train", "all"):
@@ -490,6 +457,16 @@ def main() -> None:
                 score_teacher(folder, scorer, cache_path, args.teacher_levels)
             else:
                 score_run(folder, cache_path, scorer, name, arm.weights)
+    if args.phase == "search":  # not part of `all`: each search samples about 16,000 images
+        teacher_minutes = cpu_minutes(args.teacher)
+        for name, arm in arms.items():
+            folder, cache_path = run_folder(args.runs, name, arm), scores_path(args.runs, name, args.num)
+            if arm.kind in ("teacher", "scm") or arm.weights or not cache_path.exists():
+                continue  # σ's are searched for consistency models' evaluation weights only
+            if arm.teacher_arm is not None and not arm.first_stage:
+                continue  # ratios to its own teacher: it counts for no goal
+            stage = cpu_minutes(arm_teacher(arm, args.runs, args.teacher)) if arm.first_stage else 0.0
+            search_run(folder, cache_path, scorer, name, teacher_minutes - stage)
     if args.phase in ("report", "all"):
         report(args, ARMS, args.runs, args.teacher, scorer)
         sample_rows(ARMS, args.runs, args.teacher, args.out)

@@ -1,0 +1,111 @@
+"""What `learning_curves.py` measures: its arms (a bundled MNIST config with overrides each) and issue 13's goals."""
+
+from dataclasses import dataclass
+
+SEARCHED = "2s"  # a scores entry's key for 2 steps at the searched σ (`--phase search`)
+
+
+@dataclass
+class Arm:
+    """One curve: a bundled MNIST config (`mnist_{kind}`), overrides, the run's length and checkpoints."""
+
+    kind: str
+    overrides: list[str]
+    steps: int
+    group: str  # "method" or the ablated factor
+    teacher_key: str | None = None
+    checkpoints: int = 5
+    note: str = ""
+    run: str | None = None  # score the run of this other arm instead of training one
+    weights: str | None = None  # the weight set scored (default: the first evaluation EMA)
+    teacher_arm: str | None = None  # the teacher arm whose run is this arm's teacher (default: --teacher)
+    first_stage: bool = False  # the teacher arm is this run's own first stage, not a teacher (see "ECT from scratch")
+
+
+CD = "cd.teacher"
+# The CD recipe the ablations change one setting of: mnist_cd when they ran (N = 18, the ramp EMA). mnist_cd now
+# grows N and keeps the mean of its weights, the arm "CD N 6→18, mean of weights".
+CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
+ARMS: dict[str, Arm] = {
+    # The methods with their bundled configs.
+    "CD": Arm("cd", [], 600, "method", CD),
+    "ECT": Arm("ect", [], 600, "method", "ect.teacher"),
+    "sCD": Arm("scm", ["scm.mode=scd"], 300, "method", "scm.teacher"),
+    "CT": Arm("ct", [], 800, "method"),
+    "iCT": Arm("ict", [], 800, "method"),
+    # iCT given the whole budget of issue 13's from-scratch goal: the teacher's own 69 CPU-minutes.
+    "iCT 2200 steps": Arm("ict", [], 2200, "method"),
+    "sCT": Arm("scm", ["scm.mode=sct"], 400, "method"),
+    # Ablations of CD (issue 13's deliverable 2), 360 steps each: compare with CD at step 360.
+    "CD pseudo-Huber": Arm("cd", ["cd.distance=pseudo-huber"], 360, "distance", CD, checkpoints=3),
+    "CD N=40": Arm("cd", ["cd.num_points=40"], 360, "N", CD, checkpoints=3),
+    "CD N=80": Arm("cd", ["cd.num_points=80"], 360, "N", CD, checkpoints=3),
+    "CD cosine lr": Arm("cd", ["optim.decay=cosine"], 360, "learning-rate decay", CD, checkpoints=3),
+    "CD N=10": Arm("cd", ["cd.num_points=10"], 360, "N", CD, checkpoints=3),
+    "CD target mu=0.95": Arm("cd", ["cd.target_ema=0.95"], 360, "target μ", CD, checkpoints=3),
+    # Shorter ablations, 240 steps: compare with CD at step 240.
+    "CD N=6": Arm("cd", ["cd.num_points=6"], 240, "N", CD, checkpoints=2),
+    "CD lr 4e-4": Arm("cd", ["optim.lr=4e-4"], 240, "learning rate", CD, checkpoints=2),
+    "CD N 6→18": Arm("cd", ["cd.grow_from=6"], 240, "N", CD, checkpoints=2),
+    # checkpointed every 20 steps: its online weights also serve the weight-averaging study
+    "CD N 6→18, 600 steps": Arm("cd", ["cd.grow_from=6"], 600, "N", CD, checkpoints=30),
+    "CD inverse-delta weight": Arm("cd", ["cd.weighting=inverse-delta"], 240, "loss weighting", CD, checkpoints=2),
+    "CD Euler teacher": Arm("cd", ["cd.solver=euler"], 240, "teacher solver", CD, checkpoints=2),
+    # The same run as CD (same seed, same online weights) with an evaluation EMA over all of it (averaging.md).
+    "CD mean of weights": Arm("cd", ["train.ema_power=0"], 600, "EMA rate", CD),
+    # Both: the growing N of the run above with the mean of its weights (averaging.md's γ = 0, trained).
+    "CD N 6→18, mean of weights": Arm("cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "EMA rate", CD),
+    # The same recipe run 1300 steps (mnist_cd's former length): N grows from 6 to 18 over all of them.
+    "CD N 6→18, mean of weights, 1300 steps": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0"], 1300, "training length", CD
+    ),
+    # That run's best checkpoint came at step 780, with N near 13: N growing to 12 instead of 18, over 600 steps.
+    "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
+    "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
+    "CD online weights": Arm(
+        "cd",
+        [],
+        600,
+        "EMA rate",
+        CD,
+        run="CD",
+        weights="online",
+        note="the bundled CD run's online weights: no evaluation EMA",
+    ),
+    # Network size: a teacher at half the small preset's width (3400 steps, as runs/mnist-teacher) and CD from it; a
+    # student starts from its teacher's weights, so it takes the teacher's network. Twice the width would cost about
+    # four times the teacher's 69 CPU-minutes.
+    "Teacher half width": Arm("teacher", ["network.preset=small-half"], 3400, "network size", checkpoints=1),
+    "CD half width": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "network size", CD, teacher_arm="Teacher half width"
+    ),
+    # ECT from scratch: ECT's first stage is diffusion pretraining (Δt = t, ECT paper §3), here the teacher's own
+    # recipe for 2400 of its 3400 steps, then ECT's tuning from it. No trained teacher is used: the two stages'
+    # minutes are added on one axis, they stay within the teacher's 69, and the ratios are to the full teacher.
+    "ECT from scratch, diffusion stage": Arm("teacher", [], 2400, "from scratch", checkpoints=1),
+    "ECT from scratch": Arm(
+        "ect", [], 600, "method", "ect.teacher", teacher_arm="ECT from scratch, diffusion stage", first_stage=True
+    ),
+    # CT's former bundled recipe, for issue 13's deliverable 3.
+    "CT-former": Arm("ct", ["ct.s1=40", "ct.mu0=0.95", "ct.distance=l2", "ct.weighting=uniform"], 800, "CT recipe"),
+}
+
+
+# The CD arms that are whole recipes (the other CD arms change one setting of the reference for the ablations)
+CD_RECIPES = (
+    "CD",
+    "CD N 6→18, 600 steps",
+    "CD mean of weights",
+    "CD N 6→18, mean of weights",
+    "CD N 6→18, mean of weights, 1300 steps",
+    "CD N 6→12, mean of weights",
+)
+FROM_SCRATCH = ("CT", "iCT", "iCT 2200 steps", "sCT", "ECT from scratch")
+TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones
+# Issue 13's goals: (what, arms it may come from (None: any), scores entries, largest ratio to the teacher's best)
+GOALS = [
+    ("best 1-step model", None, (1,), 1.5),
+    ("best 2-step model", None, TWO_STEPS, 1.15),
+    ("CD at 1 step", CD_RECIPES, (1,), 1.7),
+    ("best from scratch (CT / iCT / sCT / ECT, no teacher) at 2 steps", FROM_SCRATCH, TWO_STEPS, 2.0),
+]

@@ -67,6 +67,7 @@ def arm_config(name: str, arm: Arm, data: str, teacher: Path):
         f"train.checkpoint_every={every}",
         f"train.keep_checkpoints={arm.checkpoints + 1}",
         "train.sample_every=0",
+        "sampling.sigmas_2=[]",  # the "2 steps" column is the Karras grid's; a searched σ has a column of its own
         *([f"{arm.teacher_key}={teacher}"] if arm.teacher_key else []),
         *(CD_REFERENCE if arm.kind == "cd" else []),
         *arm.overrides,
@@ -311,11 +312,11 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
                          f"{cpu_minutes(folder):.1f} | – | – | – | – | – | a teacher: {key} {fd:.2f} |")  # fmt: skip
             continue
         reference, charged, offset = teacher_best, teacher_minutes if arm.teacher_key else 0.0, 0.0
-        if arm.teacher_arm is not None and arm.teacher_arm not in results:
+        if arm.first_stage:  # one run in two stages: the first stage's minutes on its axis, no teacher charged
+            charged, offset = 0.0, cpu_minutes(arm_teacher(arm, runs, teacher))
+        elif arm.teacher_arm is not None and arm.teacher_arm not in results:
             print(f"{name}: left out, its teacher arm {arm.teacher_arm!r} is not scored")
             continue
-        if arm.first_stage:  # one run in two stages: the first stage's minutes on its axis, no teacher charged
-            charged, offset = 0.0, results[arm.teacher_arm]["cpu_minutes"]
         elif arm.teacher_arm is not None:
             reference = results[arm.teacher_arm]["teacher_fd"]
             charged = results[arm.teacher_arm]["cpu_minutes"]

@@ -218,7 +218,7 @@ class SamplingConfig:
     clip_denoised: bool = False  # clamp f to [-1, 1] (images)
     teacher_solver: str = "heun"
     teacher_steps: int = 18  # Karras levels before the final 0; Heun spends 2K−1 evaluations
-    sigmas_2: list[float] = field(default_factory=list)  # 2-step σ's found by `cm eval --search-sigmas`
+    sigmas_2: list[float] = field(default_factory=list)  # 2-step σ's: searched (bundled or `cm eval --search-sigmas`)
     sigmas_3: list[float] = field(default_factory=list)  # 3-step σ's (empty: a Karras grid of steps + 1)
     guidance: float = 1.0  # default w for a model that takes guidance (a teacher with a null class, a w-input student)
     # torch.compile the network for sampling: 1.23–1.30× faster 1-step MNIST sampling on one CPU thread, equal to

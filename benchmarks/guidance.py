@@ -39,6 +39,7 @@ from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
 from torch_consistency.evaluation.images import label_rate, prepare_reference, score_images
 from torch_consistency.files import atomic_path, write_json_atomic, write_text_atomic
+from torch_consistency.generate import sampling_sigmas
 from torch_consistency.plots import save_image_rows
 from torch_consistency.training.loop import train
 
@@ -161,7 +162,8 @@ def main() -> None:
         "dataset": data.name, "metric": extractor.metric_name, "features": extractor.description,
         "num_samples": num, "teacher": str(teacher_dir), "teacher_steps": teacher.step,
         "teacher_label_dropout": teacher.config.teacher.label_dropout, "teacher_levels": levels,
-        "students": {name: {"run": str(students[name]), "steps": c.step} for name, c in checkpoints.items()},
+        "students": {name: {"run": str(students[name]), "steps": c.step, "sigmas_2": sampling_sigmas(c.config, 2)}
+                     for name, c in checkpoints.items()},
         "guidance_range": [checkpoints["guided CD"].config.cd.guidance_min,
                            checkpoints["guided CD"].config.cd.guidance_max],
         "unconditional_fraction": checkpoints["guided CD"].config.cd.unconditional_fraction,
@@ -235,6 +237,10 @@ def report(results: dict) -> str:
         t, one, two = find(rows, "teacher", w, None), find(rows, "guided CD", w, 1), find(rows, "guided CD", w, 2)
         lines.append(f"| {w:g} | {t['label_rate']:.1%} | {t['fd']:.3f} | {t['nfe']} | {one['label_rate']:.1%} | "
                      f"{one['fd']:.3f} | {two['label_rate']:.1%} | {two['fd']:.3f} |")  # fmt: skip
+    lines += ["", "2 steps sample at σ's " + "; ".join(
+        f"{name} {', '.join(f'{sigma:.4g}' for sigma in student['sigmas_2'])}"
+        for name, student in results["students"].items()
+    ) + " (a config's `sampling.sigmas_2`, else the Karras grid of three)."]  # fmt: skip
     plain = [r for r in rows if r["model"] == "CD"]
     if plain:
         lines += ["", "Class-conditional CD (no guidance): "

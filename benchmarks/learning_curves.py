@@ -38,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from curve_arms import ARMS, CD_REFERENCE, GOALS, SEARCHED, Arm
-from torch_consistency.checkpoint import list_checkpoints, load_checkpoint
+from torch_consistency.checkpoint import PREFIX, list_checkpoints, load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.classifier import load_or_train_classifier
@@ -186,14 +186,14 @@ def search_run(folder: Path, cache_path: Path, scorer: Scorer, label: str, withi
     half, then scored against the held-out half as every other point (seed 1); cached under SEARCHED with its σ's."""
     cache = json.loads(cache_path.read_text())
     steps = [int(step) for step in cache if cpu_minutes(folder, int(step)) <= within_minutes]
-    paths = {load_checkpoint(path).step: path for path in list_checkpoints(folder)}
-    if not steps or max(steps) not in paths:
+    path = folder / "checkpoints" / f"{PREFIX}{max(steps, default=0):08d}"
+    if not steps or not path.is_dir():
         print(f"{label}: no checkpoint to search within {within_minutes:.1f} CPU-minutes")
         return
     entry = cache[str(max(steps))]
     if SEARCHED in entry:
         return
-    checkpoint = load_checkpoint(paths[max(steps)])
+    checkpoint = load_checkpoint(path)
 
     def fd(samples) -> float:
         return score_images("search", samples, 0, scorer.train_reference, scorer.extractor).fd

@@ -111,9 +111,15 @@ def main() -> None:
 
     tic = time.perf_counter()
     teacher_dir = args.teacher or train_or_reuse(config("mnist_teacher_cfg", "teacher"), runs / "teacher-cfg")
-    students = {"guided CD": train_or_reuse(config("mnist_cd_cfg", "cd", f"cd.teacher={teacher_dir}"), runs / "cd-cfg")}
+    configs = {"guided CD": config("mnist_cd_cfg", "cd", f"cd.teacher={teacher_dir}")}
     if not args.skip_plain_cd:
-        students["CD"] = train_or_reuse(config("mnist_cd", "cd", f"cd.teacher={teacher_dir}"), runs / "cd")
+        configs["CD"] = config("mnist_cd", "cd", f"cd.teacher={teacher_dir}")
+    folders = {"guided CD": "cd-cfg", "CD": "cd"}
+    students = {name: train_or_reuse(c, runs / folders[name]) for name, c in configs.items()}
+    # a student samples at its bundled config's σ's, which a reused run trained before them does not carry
+    student_sigmas = {
+        name: {steps: sampling_sigmas(c, steps) for steps in STUDENT_STEPS} for name, c in configs.items()
+    }
 
     teacher = load_checkpoint(teacher_dir)
     data = teacher.config.data
@@ -152,17 +158,17 @@ def main() -> None:
     for w in GUIDANCE:
         score("teacher", teacher, w, teacher_levels=levels, solver="heun")
         for steps in STUDENT_STEPS:
-            score("guided CD", checkpoints["guided CD"], w, steps=steps)
+            score("guided CD", checkpoints["guided CD"], w, steps=steps, sigmas=student_sigmas["guided CD"][steps])
     if "CD" in checkpoints:
         for steps in STUDENT_STEPS:
-            score("CD", checkpoints["CD"], None, steps=steps)
+            score("CD", checkpoints["CD"], None, steps=steps, sigmas=student_sigmas["CD"][steps])
 
     goals = check_goals(rows)
     results = {
         "dataset": data.name, "metric": extractor.metric_name, "features": extractor.description,
         "num_samples": num, "teacher": str(teacher_dir), "teacher_steps": teacher.step,
         "teacher_label_dropout": teacher.config.teacher.label_dropout, "teacher_levels": levels,
-        "students": {name: {"run": str(students[name]), "steps": c.step, "sigmas_2": sampling_sigmas(c.config, 2)}
+        "students": {name: {"run": str(students[name]), "steps": c.step, "sigmas_2": student_sigmas[name][2]}
                      for name, c in checkpoints.items()},
         "guidance_range": [checkpoints["guided CD"].config.cd.guidance_min,
                            checkpoints["guided CD"].config.cd.guidance_max],
@@ -240,7 +246,7 @@ def report(results: dict) -> str:
     lines += ["", "2 steps sample at σ's " + "; ".join(
         f"{name} {', '.join(f'{sigma:.4g}' for sigma in student['sigmas_2'])}"
         for name, student in results["students"].items()
-    ) + " (a config's `sampling.sigmas_2`, else the Karras grid of three)."]  # fmt: skip
+    ) + " (the bundled config's `sampling.sigmas_2`, else the Karras grid of three)."]  # fmt: skip
     plain = [r for r in rows if r["model"] == "CD"]
     if plain:
         lines += ["", "Class-conditional CD (no guidance): "

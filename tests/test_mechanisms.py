@@ -177,6 +177,33 @@ def test_cd_target_point_is_one_teacher_step_of_the_chosen_solver(solver):
     assert (other - steps[solver]).abs().max() > 1e-3  # the two solvers' points are far apart here
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_cd_teacher_substeps_walk_the_finer_karras_grid(solver):
+    """With cd.teacher_substeps = k, x̂ is k solver steps from σ_i to σ_{i+1} of the N-point grid through the levels
+    of the ((N−1)k + 1)-point grid: σ_i = fine σ_{ki} (§1, §4). Here N = 6, k = 3: the 16-point grid."""
+    method = method_for("train.method=cd", "cd.teacher=exact", "cd.num_points=6", f"cd.solver={solver}",
+                        "cd.teacher_substeps=3")  # fmt: skip
+    draws = draws_of(method, 0, 64)
+    draws["noise"] = draws["noise"].double()
+    x0 = DATA.sample(64, torch.Generator().manual_seed(1))
+    seen = {}
+
+    def target(x, sigma):
+        seen["x"] = x
+        return x
+
+    method.loss(lambda x, sigma: x, target, x0, draws, 0)
+    step = {"euler": euler, "heun": heun}[solver]
+    index = draws["index"]
+    x = x0 + karras(index, 6).float()[:, None] * draws["noise"]
+    for j in range(3):
+        x = step(DATA.denoiser, x, karras(3 * index + j, 16).float(), karras(3 * index + j + 1, 16).float())
+    assert torch.allclose(seen["x"], x, rtol=1e-6, atol=1e-6)
+    one_step = step(DATA.denoiser, x0 + karras(index, 6).float()[:, None] * draws["noise"], karras(index, 6).float(),
+                    karras(index + 1, 6).float())  # fmt: skip
+    assert (one_step - x).abs().max() > 1e-3  # one step lands elsewhere: the test sees the substeps
+
+
 # ---- sCT's and sCD's tangents against the exact TrigFlow velocity ------------------------------------------------
 
 

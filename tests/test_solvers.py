@@ -6,7 +6,7 @@ from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.lowdim import ode_endpoint
 from torch_consistency.generate import teacher_sigmas
 from torch_consistency.sigmas import karras_sigmas
-from torch_consistency.solvers import churn_gamma, euler_step, heun_step, solve_ode
+from torch_consistency.solvers import churn_gamma, euler_step, heun_step, solve_ode, substepped
 
 
 def exact_endpoint(oracle, x, sigma_start, sigma_end):
@@ -54,6 +54,22 @@ def test_steps_take_a_sigma_per_sample(gaussian):
     for i in range(2):
         alone = heun_step(gaussian.denoiser, x[i : i + 1], sigma[i : i + 1], sigma_next[i : i + 1])
         assert torch.allclose(both[i : i + 1], alone)
+
+
+@pytest.mark.parametrize(("step", "order"), [(euler_step, 1), (heun_step, 2)])
+def test_substeps_shrink_the_step_error_by_the_solvers_order(gaussian, step, order):
+    """k substeps of a solver of order p from σ = 80 to 20 cut its error against the exact ODE map ≈ k^p-fold (§12)."""
+    x = torch.randn(256, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 80
+    sigma, sigma_next = torch.full((256,), 80.0, dtype=torch.float64), torch.full((256,), 20.0, dtype=torch.float64)
+    exact = exact_endpoint(gaussian, x, 80.0, 20.0)
+    errors = [(substepped(step, k, 7.0)(gaussian.denoiser, x, sigma, sigma_next) - exact).abs().max() for k in (8, 16)]
+    assert errors[0] / errors[1] == pytest.approx(2**order, rel=0.2)
+
+
+def test_one_substep_is_the_step_itself_and_none_is_refused():
+    assert substepped(heun_step, 1, 7.0) is heun_step
+    with pytest.raises(ValueError, match="at least 1"):
+        substepped(heun_step, 0, 7.0)
 
 
 def heun_relative_errors(component_std, level_counts):

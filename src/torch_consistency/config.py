@@ -81,6 +81,9 @@ class DistillationConfig:
     num_points: int = 18  # N
     grow_from: int = 0  # > 0: N(k) grows from this to num_points over the run, as CT's N(k) (§5); 0: N fixed
     solver: str = "heun"  # euler | heun
+    # k: the teacher's step from σ_{n+1} to σ_n is k solver steps at equal strides of σ^{1/ρ}, the levels of the
+    # ((N−1)k + 1)-point Karras grid: a coarse consistency grid with a fine teacher (1: one step, the paper)
+    teacher_substeps: int = 1
     target_ema: float = 0.0  # μ; 0 = stop-gradient of the current weights
     distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips
     weighting: str = "uniform"
@@ -347,6 +350,7 @@ RANGES: dict[str, str] = {
     "optim.warmup_steps": "[0, inf)", "optim.grad_clip": "[0, inf)", "optim.batch_size": "[1, inf)",
     "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
     "cd.num_points": "[2, inf)", "cd.grow_from": "[0, inf)", "cd.target_ema": "[0, 1)",
+    "cd.teacher_substeps": "[1, inf)",
     "ct.s0": "[1, inf)", "ct.s1": "[1, inf)", "ct.mu0": "[0, 1)",
     "ict.s0": "[1, inf)", "ict.s1": "[1, inf)", "ict.p_mean": "(-inf, inf)", "ict.p_std": "(0, inf)",
     "ect.p_mean": "(-inf, inf)", "ect.p_std": "(0, inf)", "ect.q": "(1, inf)", "ect.stage_steps": "[1, inf)",

@@ -45,6 +45,28 @@ def heun_step(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_ne
     return x + step * (d + d_next) / 2
 
 
+Step = Callable[[Denoiser, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def substepped(step: Step, count: int, rho: float) -> Step:
+    """`count` steps of `step` from σ to σ' at equal strides of σ^{1/ρ}: on an N-point Karras grid, the levels of
+    the ((N−1)·count + 1)-point grid (reference.md §1); CD's teacher over a coarse grid (§4)."""
+    if count < 1:
+        raise ValueError(f"the number of substeps must be at least 1, got {count}")
+    if count == 1:
+        return step
+
+    def run(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        start, end = sigma.double() ** (1 / rho), sigma_next.double() ** (1 / rho)
+        levels = [((start + j / count * (end - start)) ** rho).to(sigma.dtype) for j in range(count + 1)]
+        levels[0], levels[-1] = sigma, sigma_next
+        for level, level_next in itertools.pairwise(levels):
+            x = step(denoiser, x, level, level_next)
+        return x
+
+    return run
+
+
 def churn_gamma(sigma: float, num_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
     """EDM's γ_i = min(S_churn/K, √2−1) for σ_i in [S_tmin, S_tmax], else 0 (§3)."""
     if s_churn <= 0 or not s_tmin <= sigma <= s_tmax:

@@ -25,7 +25,7 @@ from ..objectives import (
 )
 from ..schedules import ct_num_points, ct_target_ema
 from ..sigmas import edm_training_sigma, karras_sigmas
-from ..solvers import euler_step, heun_step
+from ..solvers import euler_step, heun_step, substepped
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Draws = dict[str, torch.Tensor]
@@ -187,7 +187,8 @@ class ConsistencyDistillation(_GridPairs):
     ) -> torch.Tensor:  # fmt: skip
         cd = self.config.cd
         sigma, sigma_next, weight = self.pair(step, draws, cd.weighting)
-        teacher_step = heun_step if cd.solver == "heun" else euler_step
+        teacher_step = substepped(heun_step if cd.solver == "heun" else euler_step, cd.teacher_substeps,
+                                  self.config.diffusion.rho)  # fmt: skip
         if isinstance(self.distance, torch.nn.Module):
             self.distance.to(x0.device)
         teacher = distillation_teacher(self.teacher, labels, teacher_guidance(cd, draws), self.num_classes)

@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "guidance.py"
+CONFIGS = Path(__file__).parent.parent / "src" / "torch_consistency" / "configs"
 
 
 def run_quick(runs: Path, out: Path) -> subprocess.CompletedProcess:
@@ -46,10 +48,18 @@ def test_the_guidance_benchmark_runs_end_to_end_and_checks_its_goals(tmp_path):
 
 def test_a_rerun_reads_the_teachers_rows_from_the_cache(tmp_path):
     """The teacher's rows are kept under RUNS/cache, one file per w; a rerun reads them instead of sampling again (a
-    row altered in its file comes back altered) and reproduces every other row."""
+    row altered in its file comes back altered) and reproduces every other row. The students sample 2 steps at the
+    σ's of the bundled configs, even from reused runs whose checkpoints do not carry them."""
     runs = tmp_path / "runs"
     run_quick(runs, tmp_path / "first")
     first = json.loads((tmp_path / "first" / "results.json").read_text())["rows"]
+    bundled = tomllib.loads((CONFIGS / "mnist_cd_cfg.toml").read_text())["sampling"]["sigmas_2"]
+    assert len(bundled) == 2
+    for meta_path in (runs / "cd-cfg").rglob("meta.json"):  # as if the run had been trained before the σ's existed
+        meta = json.loads(meta_path.read_text())
+        assert meta["config"]["sampling"]["sigmas_2"] == bundled
+        meta["config"]["sampling"]["sigmas_2"] = []
+        meta_path.write_text(json.dumps(meta))
     assert len(list((runs / "cache").glob("teacher-row-*.safetensors"))) == 4
     [kept] = (runs / "cache").glob("teacher-row-*-w4-*.safetensors")
     row = next(r for r in first if r["model"] == "teacher" and r["w"] == 4.0)
@@ -60,3 +70,5 @@ def test_a_rerun_reads_the_teachers_rows_from_the_cache(tmp_path):
     second = json.loads((tmp_path / "second" / "results.json").read_text())["rows"]
     assert [r for r in second if r["fd"] != 123.0] == [r for r in first if r is not row]
     assert next(r for r in second if r["model"] == "teacher" and r["w"] == 4.0)["fd"] == 123.0
+    students = json.loads((tmp_path / "second" / "results.json").read_text())["students"]
+    assert students["guided CD"]["sigmas_2"] == bundled

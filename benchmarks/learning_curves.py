@@ -24,6 +24,7 @@ the teacher's minutes, and scores it against the held-out half.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -39,6 +40,7 @@ from curve_arms import ARMS, CD_REFERENCE, GOALS, SEARCHED, Arm
 from curve_scoring import STEPS_LAST, Scorer, cpu_minutes, score_run, score_teacher, search_run
 from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
+from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.evaluate import sample_checkpoint
 from torch_consistency.files import write_json_atomic, write_text_atomic
 from torch_consistency.plots import save_image_rows
@@ -149,8 +151,9 @@ def plot(series: dict, teacher_best: float, floor: float, path: Path, title: str
     plt.close(figure)
 
 
-def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> list[str]:
-    """Each goal met or missed: the best scored point within the teacher's own training time."""
+def goal_rows(results: dict, teacher_best: float) -> list[str]:
+    """Each goal met or missed: the best scored point within the teacher's own training time, as timed on the
+    machine that trained the arm (each entry's `teacher_minutes`)."""
     rows = ["| goal | target | best point | FD | ratio | verdict |", "|---|---:|---|---:|---:|---|"]
     for what, names, keys, target in GOALS:
         points = [
@@ -159,7 +162,7 @@ def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> lis
             if (names is None or name in names) and "curves" in result and result["counts_for_goals"]
             for key in keys
             for minutes, fd, step in result["curves"][key]
-            if minutes <= teacher_minutes
+            if minutes <= result["teacher_minutes"]
         ]
         if not points:
             rows.append(f"| {what} | ≤ {target}× | not measured | | | |")
@@ -173,73 +176,105 @@ def goal_rows(results: dict, teacher_best: float, teacher_minutes: float) -> lis
     return rows
 
 
-def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer | None) -> None:
+def measured_entry(
+    name: str, arm: Arm, folder: Path, scores: dict, runs: Path, teacher: Path, teacher_minutes: float, results: dict
+) -> dict | None:
+    """An arm's entry of results.json from its scores here: curves, the minutes charged to it, its note."""
+    if arm.kind == "teacher":  # a teacher arm: its Heun score, the reference of the arms it teaches
+        key, fd = best_teacher_score(scores)
+        return {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "steps": arm.steps,
+                "teacher_fd": fd, "teacher_key": key, "cpu_minutes": cpu_minutes(folder)}  # fmt: skip
+    charged, offset = teacher_minutes if arm.teacher_key else 0.0, 0.0
+    if arm.first_stage:  # one run in two stages: the first stage's minutes on its axis, no teacher charged
+        charged, offset = 0.0, cpu_minutes(arm_teacher(arm, runs, teacher))
+    elif arm.teacher_arm is not None and arm.teacher_arm not in results:
+        print(f"{name}: left out, its teacher arm {arm.teacher_arm!r} is not scored")
+        return None
+    elif arm.teacher_arm is not None:
+        charged = results[arm.teacher_arm]["cpu_minutes"]
+    curves = {key: curve(folder, scores, key, offset) for key in (*STEPS_LAST, SEARCHED)}
+    final = curves[1][-1] if curves[1] else None
+    reached = final[2] if final else 0
+    note = " ".join(
+        filter(None, [
+            arm.note,
+            f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else "",
+            f"its minutes include its first stage ({arm.teacher_arm}, {offset:.1f})" if arm.first_stage else "",
+        ])
+    )  # fmt: skip
+    return {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
+            "teacher_arm": arm.teacher_arm, "steps": arm.steps, "reached": reached, "curves": curves,
+            "searched_sigmas": {step: entry[SEARCHED]["sigmas"] for step, entry in scores.items() if SEARCHED in entry},
+            "counts_for_goals": arm.teacher_arm is None or arm.first_stage,
+            "cpu_minutes": final[0] if final else math.nan, "charged_minutes": charged,
+            "teacher_minutes": teacher_minutes, "note": note}  # fmt: skip
+
+
+def carried_entry(entry: dict, teacher_minutes: float) -> dict:
+    """An entry of a previous results.json, its curves keyed as measured ones (JSON made the step counts strings)."""
+    curves = {int(key) if key != SEARCHED else key: points for key, points in entry.get("curves", {}).items()}
+    return {"teacher_minutes": teacher_minutes, **entry, **({"curves": curves} if curves else {}), "carried": True}
+
+
+def table_row(name: str, arm: Arm, entry: dict, reference: float) -> str:
+    """The arm's row of table.md: the last point at 1, 2 and 4 steps, the searched σ's, the best of each."""
+    if arm.kind == "teacher":
+        return (f"| {name} | {arm.group} | {' '.join(arm.overrides)} | {arm.steps} | {entry['cpu_minutes']:.1f} | – | "
+                f"– | – | – | – | a teacher: {entry['teacher_key']} {entry['teacher_fd']:.2f} |")  # fmt: skip
+    curves = entry["curves"]
+    last = {s: curves[s][-1][1] if curves[s] else math.nan for s in STEPS_LAST}
+    best = {s: min((p[1] for p in curves[s]), default=math.nan) for s in STEPS_LAST}
+    searched = " / ".join(
+        f"{fd:.2f} ({fd / reference:.2f}×) at σ {entry['searched_sigmas'][str(step)][1]:.3g}, step {step}"
+        for _, fd, step in curves[SEARCHED]
+    )
+    note = " ".join(filter(None, [
+        entry["note"],
+        f"ratios to its own teacher ({arm.teacher_arm}, {reference:.2f})" if arm.teacher_arm and not arm.first_stage
+        else "",
+        "†" if entry.get("carried") else "",
+    ]))  # fmt: skip
+    overrides = " ".join(arm.overrides) or ("(reference)" if arm.kind == "cd" else "(bundled)")
+    return (
+        f"| {name} | {arm.group} | {overrides} | {entry['reached']} | {entry['cpu_minutes']:.1f} | "
+        + " | ".join(f"{last[s]:.2f} ({last[s] / reference:.2f}×)" if curves[s] else "–" for s in STEPS_LAST)
+        + f" | {searched or '–'} | "
+        + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
+        + f" | {note} |"
+    )
+
+
+def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
+    """table.md, results.json and the plots. An arm whose run is not in RUNS keeps its entry of the previous
+    OUT/results.json (marked †: measured earlier, maybe on another machine, against that machine's teacher time)."""
     teacher_scores = json.loads(teacher_scores_path(runs, args.num).read_text())
     floor = teacher_scores["floor"]["fd"]
     teacher_best_key, teacher_best = best_teacher_score(teacher_scores)
     teacher_minutes = cpu_minutes(teacher)
-    d = load_checkpoint(teacher).config.diffusion
+    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    teacher_config = load_checkpoint(teacher).config
+    d, holdout = teacher_config.diffusion, build_dataset(dataclasses.replace(teacher_config.data, split="holdout"))
     karras_second = default_sampling_sigmas(2, d.sigma_min, d.sigma_max, d.rho)[1].item()
-    table, results, series = [], {}, {"method": {}, "ablation": {}}
+    results: dict[str, dict] = {}
+    table, series = [], {"method": {}, "ablation": {}}
     for name, arm in arms.items():
-        folder, cache_path = run_folder(runs, name, arm), scores_path(runs, name, args.num)
-        if not cache_path.exists():
+        cache_path = scores_path(runs, name, args.num)
+        if cache_path.exists():
+            scores = json.loads(cache_path.read_text())
+            folder = run_folder(runs, name, arm)
+            entry = measured_entry(name, arm, folder, scores, runs, teacher, teacher_minutes, results)
+        elif name in previous.get("arms", {}):
+            entry = carried_entry(previous["arms"][name], previous["teacher_minutes"])
+        else:
             continue
-        scores = json.loads(cache_path.read_text())
-        if arm.kind == "teacher":  # a teacher arm: its Heun score, the reference of the arms it teaches
-            key, fd = best_teacher_score(scores)
-            results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "steps": arm.steps,
-                             "teacher_fd": fd, "teacher_key": key, "cpu_minutes": cpu_minutes(folder)}  # fmt: skip
-            table.append(f"| {name} | {arm.group} | {' '.join(arm.overrides)} | {arm.steps} | "
-                         f"{cpu_minutes(folder):.1f} | – | – | – | – | – | a teacher: {key} {fd:.2f} |")  # fmt: skip
+        if entry is None:
             continue
-        reference, charged, offset = teacher_best, teacher_minutes if arm.teacher_key else 0.0, 0.0
-        if arm.first_stage:  # one run in two stages: the first stage's minutes on its axis, no teacher charged
-            charged, offset = 0.0, cpu_minutes(arm_teacher(arm, runs, teacher))
-        elif arm.teacher_arm is not None and arm.teacher_arm not in results:
-            print(f"{name}: left out, its teacher arm {arm.teacher_arm!r} is not scored")
-            continue
-        elif arm.teacher_arm is not None:
-            reference = results[arm.teacher_arm]["teacher_fd"]
-            charged = results[arm.teacher_arm]["cpu_minutes"]
-        curves = {key: curve(folder, scores, key, offset) for key in (*STEPS_LAST, SEARCHED)}
-        searched = [(step, entry[SEARCHED]) for step, entry in scores.items() if SEARCHED in entry]
-        group = "method" if arm.group == "method" else "ablation"
-        series[group][name] = (curves, charged)
-        final = curves[1][-1] if curves[1] else None
-        best = {s: min((p[1] for p in curves[s]), default=math.nan) for s in STEPS_LAST}
-        last = {s: (curves[s][-1][1] if curves[s] else math.nan) for s in STEPS_LAST}
-        minutes = final[0] if final else math.nan
-        reached = final[2] if final else 0
-        note = " ".join(
-            filter(None, [
-                arm.note,
-                f"stopped at step {reached} of {arm.steps}" if reached < arm.steps else "",
-                f"ratios to its own teacher ({arm.teacher_arm}, {reference:.2f})"
-                if arm.teacher_arm and not arm.first_stage else "",
-                f"its minutes include its first stage ({arm.teacher_arm}, {offset:.1f})" if arm.first_stage else "",
-            ])
-        )  # fmt: skip
-        results[name] = {"kind": arm.kind, "overrides": arm.overrides, "group": arm.group, "teacher": arm.teacher_key,
-                         "teacher_arm": arm.teacher_arm, "steps": arm.steps, "reached": reached, "curves": curves,
-                         "counts_for_goals": arm.teacher_arm is None or arm.first_stage, "cpu_minutes": minutes,
-                         "note": note}  # fmt: skip
-        overrides = " ".join(arm.overrides) or ("(reference)" if arm.kind == "cd" else "(bundled)")
-        table.append(
-            f"| {name} | {arm.group} | {overrides} | {reached} | {minutes:.1f} | "
-            + " | ".join(f"{last[s]:.2f} ({last[s] / reference:.2f}×)" if curves[s] else "–" for s in STEPS_LAST)
-            + " | "
-            + (
-                " / ".join(
-                    f"{e['fd']:.2f} ({e['fd'] / reference:.2f}×) at σ {e['sigmas'][1]:.3g}, step {step}"
-                    for step, e in searched
-                )
-                or "–"
-            )
-            + " | "
-            + " / ".join(f"{best[s]:.2f}" if curves[s] else "–" for s in STEPS_LAST)
-            + f" | {note} |"
-        )
+        results[name] = entry
+        reference = results[arm.teacher_arm]["teacher_fd"] if arm.teacher_arm and not arm.first_stage else teacher_best
+        table.append(table_row(name, arm, entry, reference))
+        if arm.kind != "teacher":
+            group = "method" if arm.group == "method" else "ablation"
+            series[group][name] = (entry["curves"], entry["charged_minutes"])
     if series["ablation"] and "CD" in series["method"]:  # the reference CD beside its ablations
         series["ablation"] = {"CD (reference)": series["method"]["CD"], **series["ablation"]}
     title = f"MNIST, {args.num} samples per point against the held-out half"
@@ -247,12 +282,13 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
     if series["ablation"]:
         plot(series["ablation"], teacher_best, floor, args.out / "ablations.png",
              f"Ablations — {title}")  # fmt: skip
+    carried_minutes = sorted({round(e["teacher_minutes"], 1) for e in results.values() if e.get("carried")})
     metric = "FD_classifier"
     lines = [
         "# Learning curves on MNIST",
         "",
         f"{metric}: Fréchet distance on the features of a classifier trained on MNIST; not comparable with Inception "
-        f"FID. {args.num} samples per point against the {len(scorer.holdout) if scorer else 'held-out'} held-out "
+        f"FID. {args.num} samples per point against the {len(holdout)} held-out "
         f"images. The data floor (the train half against the held-out half, {args.num} images each) is "
         f"{floor:.3f}: the bias of the estimate at this count. Teacher: {teacher_minutes:.1f} CPU-minutes of "
         f"training; its best at ≥ 35 NFE is {teacher_best:.3f} ({teacher_best_key}), the reference of every ratio.",
@@ -264,16 +300,20 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         f"({karras_second:.3g}); *searched σ*: at the second σ that the paper's greedy search (reference.md §6) "
         "chose on the FD of 2000 samples against the training half, scored as the others against the held-out "
         "half, at the newest checkpoint within the teacher's minutes (`--phase search`).",
+        *(["", "†: measured in an earlier session whose runs are not in RUNS (the entry of the previous "
+           "results.json), on a machine where the same teacher run took "
+           f"{' / '.join(f'{m:g}' for m in carried_minutes)} CPU-minutes: its points count for a goal within that "
+           "time."] if carried_minutes else []),
         "",
         f"| arm | group | overrides | steps | CPU-min | {metric} 1 step | 2 steps | 4 steps | 2 steps, searched σ "
         "| best 1/2/4 | note |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
         *table,
         "",
-        f"Goals (issue 13), each the best scored point of a run within the teacher's {teacher_minutes:.0f} "
-        "CPU-minutes, against the teacher's best:",
+        "Goals (issue 13), each the best scored point of a run within the teacher's training time "
+        f"({teacher_minutes:.0f} CPU-minutes here), against the teacher's best:",
         "",
-        *goal_rows(results, teacher_best, teacher_minutes),
+        *goal_rows(results, teacher_best),
         "",
         "Teacher at ≥ 35 NFE: "
         + ", ".join(f"{k} ({v['nfe']} NFE) {v['fd']:.3f}" for k, v in teacher_scores.items() if k != "floor"),
@@ -287,15 +327,15 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path, scorer: Scorer
         "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "```",
         "",
-    ]
+    ]  # fmt: skip
     write_json_atomic(args.out / "results.json", {"teacher": teacher_scores, "teacher_minutes": teacher_minutes,
                                                   "num_samples": args.num, "arms": results})  # fmt: skip
     write_text_atomic(args.out / "table.md", "\n".join(lines))
     print(f"report: {args.out / 'table.md'}")
 
 
-def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> None:
-    """One row of 12 samples per arm (its last checkpoint, 1 and 2 steps) beside the teacher's."""
+def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, path: Path) -> None:
+    """One row of 12 samples per arm whose run is here (its last checkpoint, 1 and 2 steps) beside the teacher's."""
     rows = {"teacher (Heun, 35 NFE)": sample_checkpoint(load_checkpoint(teacher), 12, teacher_levels=18, seed=1).x}
     for name, arm in arms.items():
         folder = run_folder(runs, name, arm)
@@ -309,7 +349,7 @@ def sample_rows(arms: dict[str, Arm], runs: Path, teacher: Path, out: Path) -> N
                 rows[f"{name}, {steps} step{'s' if steps > 1 else ''}"] = sample_checkpoint(
                     checkpoint, 12, weights=arm.weights, steps=steps, seed=1
                 ).x
-    save_image_rows(rows, out / "samples.png")
+    save_image_rows(rows, path)
 
 
 def main() -> None:
@@ -323,14 +363,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5, help="checkpoints scored per arm, evenly spaced (default 5)")
     parser.add_argument("--batch", type=int, default=128, help="sampling batch (on a CPU, 1024 is 1.5× slower)")
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=[18], help="Heun levels (18: 35 NFE)")
+    parser.add_argument("--samples", type=Path, help="the picture of the arms' samples (default OUT/samples.png)")
     parser.add_argument("--phase", choices=("train", "score", "search", "report", "all"), default="all")
     args = parser.parse_args()
     arms = {name: ARMS[name] for name in args.arms} if args.arms else ARMS
     if args.phase in ("train", "all"):
         for name, arm in arms.items():
             train_arm(name, arm, args.data, args.teacher, args.runs)
-    scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points) if args.phase != "train" else None
     if args.phase in ("score", "all"):
+        scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points)
         score_teacher(args.teacher, scorer, teacher_scores_path(args.runs, args.num), args.teacher_levels)
         for name, arm in arms.items():
             folder, cache_path = run_folder(args.runs, name, arm), scores_path(args.runs, name, args.num)
@@ -341,6 +382,7 @@ def main() -> None:
             else:
                 score_run(folder, cache_path, scorer, name, arm.weights)
     if args.phase == "search":  # not part of `all`: each search samples about 16,000 images
+        scorer = Scorer(args.teacher, args.runs, args.num, args.batch, args.points)
         teacher_minutes = cpu_minutes(args.teacher)
         for name, arm in arms.items():
             folder, cache_path = run_folder(args.runs, name, arm), scores_path(args.runs, name, args.num)
@@ -351,8 +393,8 @@ def main() -> None:
             stage = cpu_minutes(arm_teacher(arm, args.runs, args.teacher)) if arm.first_stage else 0.0
             search_run(folder, cache_path, scorer, name, teacher_minutes - stage)
     if args.phase in ("report", "all"):
-        report(args, ARMS, args.runs, args.teacher, scorer)
-        sample_rows(ARMS, args.runs, args.teacher, args.out)
+        report(args, ARMS, args.runs, args.teacher)
+        sample_rows(arms, args.runs, args.teacher, args.samples or args.out / "samples.png")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
 """Issue 13's goals as `benchmarks/learning_curves.py` reads them from curves: which points count, and the verdicts."""
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from curve_arms import GOALS, SEARCHED
-from learning_curves import goal_rows
+from learning_curves import carried_entry, goal_rows
 
 
-def result(curves: dict, counts: bool = True) -> dict:
-    """An arm's report entry: (CPU-minutes, FD, step) points per scores key."""
-    return {"curves": {1: [], 2: [], 4: [], SEARCHED: [], **curves}, "counts_for_goals": counts}
+def result(curves: dict, counts: bool = True, teacher_minutes: float = 60.0) -> dict:
+    """An arm's report entry: (CPU-minutes, FD, step) points per scores key, and the teacher's minutes on the machine
+    that trained the arm."""
+    curves = {1: [], 2: [], 4: [], SEARCHED: [], **curves}
+    return {"curves": curves, "counts_for_goals": counts, "teacher_minutes": teacher_minutes}
 
 
 def test_each_goal_takes_the_best_counted_point_within_the_teachers_time():
-    teacher_best, teacher_minutes = 2.0, 60.0
+    teacher_best = 2.0
     results = {
         "CD N 6→18, mean of weights": result(
             {1: [(20.0, 3.2, 600)], 2: [(20.0, 3.0, 600)], SEARCHED: [(20.0, 2.2, 600)]}
@@ -23,7 +26,7 @@ def test_each_goal_takes_the_best_counted_point_within_the_teachers_time():
         "iCT 2200 steps": result({2: [(50.0, 5.0, 1760), (61.0, 3.0, 2200)], SEARCHED: [(50.0, 4.2, 1760)]}),
         "ECT from scratch": result({2: [(55.0, 3.9, 600)]}),
     }
-    rows = dict(zip((goal[0] for goal in GOALS), goal_rows(results, teacher_best, teacher_minutes)[2:], strict=True))
+    rows = dict(zip((goal[0] for goal in GOALS), goal_rows(results, teacher_best)[2:], strict=True))
     best_1, best_2, cd_1, ct_family, no_teacher = rows.values()
     # 3.2 / 2.0 = 1.6× against 1.5×: the half-width arm's 2.1 counts for no goal
     assert "| CD N 6→18, mean of weights, step 600 (20.0 CPU-min) | 3.20 | 1.60× | missed by 1.07× |" in best_1
@@ -36,5 +39,20 @@ def test_each_goal_takes_the_best_counted_point_within_the_teachers_time():
 
 
 def test_a_goal_without_a_counted_point_says_so():
-    rows = goal_rows({"CD half width": result({1: [(10.0, 2.1, 600)]}, counts=False)}, 2.0, 60.0)
+    rows = goal_rows({"CD half width": result({1: [(10.0, 2.1, 600)]}, counts=False)}, 2.0)
     assert all("not measured" in row for row in rows[2:])
+
+
+def test_an_entry_carried_from_a_previous_results_file_counts_within_its_own_machines_teacher_time():
+    """A previous results.json (step counts as JSON strings, the teacher's minutes at its top level) gives entries
+    that decide goals as measured ones do, each within the teacher time of the machine that trained it: a point at
+    65 CPU-minutes counts against an earlier machine's 68.6 and not against this one's 60."""
+    previous = json.loads(json.dumps({"teacher_minutes": 68.6, "arms": {"iCT 2200 steps": result(
+        {2: [(65.0, 3.0, 2200)]}, teacher_minutes=68.6)}}))  # fmt: skip
+    del previous["arms"]["iCT 2200 steps"]["teacher_minutes"]  # entries written before the field existed
+    carried = carried_entry(previous["arms"]["iCT 2200 steps"], previous["teacher_minutes"])
+    assert carried["carried"] and carried["teacher_minutes"] == 68.6
+    rows = goal_rows({"iCT 2200 steps": carried}, 2.0)
+    assert "| iCT 2200 steps, step 2200 (65.0 CPU-min) | 3.00 | 1.50× | met |" in rows[5]
+    here = goal_rows({"iCT 2200 steps": result({2: [(65.0, 3.0, 2200)]}, teacher_minutes=60.0)}, 2.0)
+    assert "not measured" in here[5]

@@ -61,13 +61,14 @@ ARMS: dict[str, Arm] = {
     ),
     # That run's best checkpoint came at step 780, with N near 13: N growing to 12 instead of 18, over 600 steps.
     "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
-    # A coarse consistency grid with a fine teacher: the teacher's step between adjacent points of the N-point grid
-    # is k Heun steps through the ((N−1)k + 1)-point grid, 19 points here as N = 18's own (cd.teacher_substeps).
-    "CD N=7, 3 teacher substeps, mean of weights": Arm(
-        "cd", ["cd.num_points=7", "cd.teacher_substeps=3", "train.ema_power=0"], 600, "teacher solver", CD
+    # A fine teacher (cd.teacher_substeps = k): the teacher's step between adjacent points of the N-point grid is k
+    # Heun steps through the ((N−1)k + 1)-point grid. mnist_cd's recipe with k = 2, and a coarse grid with k = 4 (37
+    # teacher points), the two that did best on the 2-D data (benchmarks/short_recipes.py, README).
+    "CD N 6→18, 2 teacher substeps, mean of weights": Arm(
+        "cd", ["cd.grow_from=6", "cd.teacher_substeps=2", "train.ema_power=0"], 600, "teacher solver", CD
     ),
-    "CD N=10, 2 teacher substeps, mean of weights": Arm(
-        "cd", ["cd.num_points=10", "cd.teacher_substeps=2", "train.ema_power=0"], 600, "teacher solver", CD
+    "CD N=10, 4 teacher substeps, mean of weights": Arm(
+        "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 600, "teacher solver", CD
     ),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
@@ -107,8 +108,8 @@ CD_RECIPES = (
     "CD N 6→18, mean of weights",
     "CD N 6→18, mean of weights, 1300 steps",
     "CD N 6→12, mean of weights",
-    "CD N=7, 3 teacher substeps, mean of weights",
-    "CD N=10, 2 teacher substeps, mean of weights",
+    "CD N 6→18, 2 teacher substeps, mean of weights",
+    "CD N=10, 4 teacher substeps, mean of weights",
 )
 CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "sCT")
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones

@@ -63,18 +63,9 @@ ARMS: dict[str, Arm] = {
     "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
     # A fine teacher (cd.teacher_substeps = k): the teacher's step between adjacent points of the N-point grid is k
     # Heun steps through the ((N−1)k + 1)-point grid. A coarse grid with a fine teacher did best at 1 step on the 2-D
-    # data (benchmarks/short_recipes.py, README): N = 10 with k = 4 (37 teacher points), and N = 5 with k = 8 (33),
-    # which costs about 3.3× a step of k = 1, so it runs 400 steps.
+    # data (benchmarks/short_recipes.py; README): here N = 10 with k = 4, 37 teacher points, about 2× a step's cost.
     "CD N=10, 4 teacher substeps, mean of weights": Arm(
         "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 600, "teacher solver", CD
-    ),
-    "CD N=5, 8 teacher substeps, mean of weights": Arm(
-        "cd",
-        ["cd.num_points=5", "cd.teacher_substeps=8", "train.ema_power=0"],
-        400,
-        "teacher solver",
-        CD,
-        checkpoints=4,
     ),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
@@ -115,7 +106,6 @@ CD_RECIPES = (
     "CD N 6→18, mean of weights, 1300 steps",
     "CD N 6→12, mean of weights",
     "CD N=10, 4 teacher substeps, mean of weights",
-    "CD N=5, 8 teacher substeps, mean of weights",
 )
 CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "sCT")
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones

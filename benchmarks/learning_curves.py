@@ -246,12 +246,16 @@ def table_row(name: str, arm: Arm, entry: dict, reference: float) -> str:
 
 def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
     """table.md, results.json and the plots. An arm whose run is not in RUNS keeps its entry of the previous
-    OUT/results.json (marked †: measured earlier, maybe on another machine, against that machine's teacher time)."""
+    OUT/results.json (marked †: measured earlier, maybe on another machine, against that machine's teacher time), if
+    that file's teacher scores and data floor are this teacher's: the same ruler."""
     teacher_scores = json.loads(teacher_scores_path(runs, args.num).read_text())
     floor = teacher_scores["floor"]["fd"]
     teacher_best_key, teacher_best = best_teacher_score(teacher_scores)
     teacher_minutes = cpu_minutes(teacher)
     previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    if previous and previous["teacher"] != teacher_scores:  # another teacher or classifier: another ruler
+        print(f"{args.out / 'results.json'}: measured against another teacher score or data floor; not carried")
+        previous = {}
     teacher_config = load_checkpoint(teacher).config
     d, holdout = teacher_config.diffusion, build_dataset(dataclasses.replace(teacher_config.data, split="holdout"))
     karras_second = default_sampling_sigmas(2, d.sigma_min, d.sigma_max, d.rho)[1].item()
@@ -278,7 +282,8 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
     if series["ablation"] and "CD" in series["method"]:  # the reference CD beside its ablations
         series["ablation"] = {"CD (reference)": series["method"]["CD"], **series["ablation"]}
     title = f"MNIST, {args.num} samples per point against the held-out half"
-    plot(series["method"], teacher_best, floor, args.out / "methods.png", f"Methods — {title}")
+    if series["method"]:
+        plot(series["method"], teacher_best, floor, args.out / "methods.png", f"Methods — {title}")
     if series["ablation"]:
         plot(series["ablation"], teacher_best, floor, args.out / "ablations.png",
              f"Ablations — {title}")  # fmt: skip
@@ -318,8 +323,7 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
         "Teacher at ≥ 35 NFE: "
         + ", ".join(f"{k} ({v['nfe']} NFE) {v['fd']:.3f}" for k, v in teacher_scores.items() if k != "floor"),
         "",
-        "![methods](methods.png)",
-        "",
+        *(["![methods](methods.png)", ""] if series["method"] else []),
         *(["![ablations](ablations.png)", ""] if series["ablation"] else []),
         "Made by:",
         "",

@@ -210,10 +210,20 @@ def measured_entry(
             "teacher_minutes": teacher_minutes, "note": note}  # fmt: skip
 
 
-def carried_entry(entry: dict, teacher_minutes: float) -> dict:
-    """An entry of a previous results.json, its curves keyed as measured ones (JSON made the step counts strings)."""
-    curves = {int(key) if key != SEARCHED else key: points for key, points in entry.get("curves", {}).items()}
-    return {"teacher_minutes": teacher_minutes, **entry, **({"curves": curves} if curves else {}), "carried": True}
+def carried_entries(previous: dict, teacher_scores: dict) -> dict[str, dict]:
+    """The arms of a previous results.json, each as a measured entry (JSON made the step counts strings) with the
+    teacher's minutes of its machine, or none if it was measured against another teacher score or data floor."""
+    if not previous:
+        return {}
+    if previous["teacher"] != teacher_scores:
+        print("the previous results.json was measured against another teacher score or data floor: not carried")
+        return {}
+    carried = {}
+    for name, entry in previous["arms"].items():
+        curves = {int(key) if key != SEARCHED else key: points for key, points in entry.get("curves", {}).items()}
+        minutes = previous["teacher_minutes"]
+        carried[name] = {"teacher_minutes": minutes, **entry, **({"curves": curves} if curves else {}), "carried": True}
+    return carried
 
 
 def table_row(name: str, arm: Arm, entry: dict, reference: float) -> str:
@@ -253,9 +263,7 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
     teacher_best_key, teacher_best = best_teacher_score(teacher_scores)
     teacher_minutes = cpu_minutes(teacher)
     previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
-    if previous and previous["teacher"] != teacher_scores:  # another teacher or classifier: another ruler
-        print(f"{args.out / 'results.json'}: measured against another teacher score or data floor; not carried")
-        previous = {}
+    carried = carried_entries(previous, teacher_scores)
     teacher_config = load_checkpoint(teacher).config
     d, holdout = teacher_config.diffusion, build_dataset(dataclasses.replace(teacher_config.data, split="holdout"))
     karras_second = default_sampling_sigmas(2, d.sigma_min, d.sigma_max, d.rho)[1].item()
@@ -267,8 +275,8 @@ def report(args, arms: dict[str, Arm], runs: Path, teacher: Path) -> None:
             scores = json.loads(cache_path.read_text())
             folder = run_folder(runs, name, arm)
             entry = measured_entry(name, arm, folder, scores, runs, teacher, teacher_minutes, results)
-        elif name in previous.get("arms", {}):
-            entry = carried_entry(previous["arms"][name], previous["teacher_minutes"])
+        elif name in carried:
+            entry = carried[name]
         else:
             continue
         if entry is None:

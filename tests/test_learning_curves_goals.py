@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from curve_arms import GOALS, SEARCHED
-from learning_curves import carried_entry, goal_rows
+from learning_curves import carried_entries, goal_rows
 
 
 def result(curves: dict, counts: bool = True, teacher_minutes: float = 60.0) -> dict:
@@ -46,13 +46,17 @@ def test_a_goal_without_a_counted_point_says_so():
 def test_an_entry_carried_from_a_previous_results_file_counts_within_its_own_machines_teacher_time():
     """A previous results.json (step counts as JSON strings, the teacher's minutes at its top level) gives entries
     that decide goals as measured ones do, each within the teacher time of the machine that trained it: a point at
-    65 CPU-minutes counts against an earlier machine's 68.6 and not against this one's 60."""
-    previous = json.loads(json.dumps({"teacher_minutes": 68.6, "arms": {"iCT 2200 steps": result(
-        {2: [(65.0, 3.0, 2200)]}, teacher_minutes=68.6)}}))  # fmt: skip
-    del previous["arms"]["iCT 2200 steps"]["teacher_minutes"]  # entries written before the field existed
-    carried = carried_entry(previous["arms"]["iCT 2200 steps"], previous["teacher_minutes"])
-    assert carried["carried"] and carried["teacher_minutes"] == 68.6
-    rows = goal_rows({"iCT 2200 steps": carried}, 2.0)
+    65 CPU-minutes counts against an earlier machine's 68.6 and not against this one's 60. Measured against another
+    teacher score or data floor (another teacher or classifier), nothing is carried."""
+    teacher = {"heun-18": {"fd": 2.0}, "floor": {"fd": 0.07}}
+    entry = result({2: [(65.0, 3.0, 2200)]})
+    del entry["teacher_minutes"]  # entries written before the field existed
+    previous = json.loads(json.dumps({"teacher": teacher, "teacher_minutes": 68.6, "arms": {"iCT 2200 steps": entry}}))
+    carried = carried_entries(previous, teacher)
+    assert carried["iCT 2200 steps"]["carried"] and carried["iCT 2200 steps"]["teacher_minutes"] == 68.6
+    rows = goal_rows(carried, 2.0)
     assert "| iCT 2200 steps, step 2200 (65.0 CPU-min) | 3.00 | 1.50× | met |" in rows[5]
     here = goal_rows({"iCT 2200 steps": result({2: [(65.0, 3.0, 2200)]}, teacher_minutes=60.0)}, 2.0)
     assert "not measured" in here[5]
+    assert carried_entries(previous, {**teacher, "floor": {"fd": 0.0747}}) == {}
+    assert carried_entries({}, teacher) == {}

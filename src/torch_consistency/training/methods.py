@@ -166,6 +166,9 @@ class ConsistencyDistillation(_GridPairs):
             self.distance: Distance = load_lpips(*cd.lpips_weights.split(","))
         else:
             self.distance = distance(cd.distance)
+        # the teacher's step between adjacent grid points: fixed by the config, so built once, not every step
+        self.teacher_step = substepped(heun_step if cd.solver == "heun" else euler_step, cd.teacher_substeps,
+                                       self.config.diffusion.rho)  # fmt: skip
 
     @property
     def uses_target(self) -> bool:
@@ -187,15 +190,13 @@ class ConsistencyDistillation(_GridPairs):
     ) -> torch.Tensor:  # fmt: skip
         cd = self.config.cd
         sigma, sigma_next, weight = self.pair(step, draws, cd.weighting)
-        teacher_step = substepped(heun_step if cd.solver == "heun" else euler_step, cd.teacher_substeps,
-                                  self.config.diffusion.rho)  # fmt: skip
         if isinstance(self.distance, torch.nn.Module):
             self.distance.to(x0.device)
         teacher = distillation_teacher(self.teacher, labels, teacher_guidance(cd, draws), self.num_classes)
         w = student_guidance(cd, draws)
         return consistency_distillation_loss(
-            conditioned(model, labels, w), conditioned(target, labels, w), teacher, teacher_step, x0, draws["noise"],
-            sigma, sigma_next, self.distance, weight,
+            conditioned(model, labels, w), conditioned(target, labels, w), teacher, self.teacher_step, x0,
+            draws["noise"], sigma, sigma_next, self.distance, weight,
         )  # fmt: skip
 
     def target_rate(self, step: int) -> float:

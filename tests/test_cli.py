@@ -106,3 +106,28 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("train", "sample", "eval", "demo"):
         assert command in result.stdout
+
+
+def test_the_quick_demo_writes_both_parts_into_one_report(tmp_path):
+    """The 2-D part runs in this process and the digits part in a second one beside it: both reach the report."""
+    out = tmp_path / "demo"
+    result = cm("demo", "--quick", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "resource_tracker" not in result.stderr  # the second process exited by itself, not killed
+    report = (out / "report.md").read_text()
+    assert "## 2-D: eight Gaussians" in report and "## Images: scikit-learn digits (8×8)" in report
+    results = json.loads((out / "results.json").read_text())
+    assert {s["label"] for s in results["digits"]["scores"]} == {"teacher (Heun)", "CD", "CT"}
+    assert {s["label"] for s in results["toy"]["scores"]} >= {"teacher (Heun)", "CD", "CT", "iCT"}
+    assert (out / "toy" / "samples.png").stat().st_size and (out / "digits" / "samples.png").stat().st_size
+
+
+@pytest.mark.parametrize(("section", "other"), [("toy", "digits"), ("digits", "toy")])
+def test_the_demo_refuses_a_folder_holding_another_run_before_any_work(tmp_path, section, other):
+    out = tmp_path / "demo"
+    teacher = out / section / "teacher"
+    steps = sets("train.total_steps=1", "train.checkpoint_every=1")
+    assert cm("train", "teacher", f"{section}_teacher", "--out", teacher, "--no-progress", *steps).returncode == 0
+    result = cm("demo", "--out", out)
+    assert_one_line_error(result, f"{teacher} holds a different run")
+    assert not (out / other).exists()

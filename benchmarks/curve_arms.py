@@ -67,6 +67,19 @@ ARMS: dict[str, Arm] = {
     "CD N=10, 4 teacher substeps, mean of weights": Arm(
         "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 600, "teacher solver", CD
     ),
+    # mnist_cd's recipe with twice the batch (128, 2× a step's cost; at step 300 it has had the recipe's 600 steps'
+    # compute) or twice the learning rate: with the mean of the weights as the evaluation average, does less
+    # gradient noise, or a larger step whose noise the average takes out, move the 1-step plateau?
+    "CD batch 128, N 6→18, mean of weights": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.batch_size=128"], 600, "batch size", CD, checkpoints=4
+    ),
+    "CD lr 4e-4, N 6→18, mean of weights": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=4e-4"], 600, "learning rate", CD, checkpoints=4
+    ),
+    # twice the learning rate reached the plateau sooner and stayed above the recipe's: half of it
+    "CD lr 1e-4, N 6→18, mean of weights": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=1e-4"], 600, "learning rate", CD, checkpoints=4
+    ),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
         "cd",
@@ -106,6 +119,9 @@ CD_RECIPES = (
     "CD N 6→18, mean of weights, 1300 steps",
     "CD N 6→12, mean of weights",
     "CD N=10, 4 teacher substeps, mean of weights",
+    "CD batch 128, N 6→18, mean of weights",
+    "CD lr 4e-4, N 6→18, mean of weights",
+    "CD lr 1e-4, N 6→18, mean of weights",
 )
 CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "sCT")
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones

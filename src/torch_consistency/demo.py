@@ -68,10 +68,11 @@ def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpo
             train(config, folder)
         elif not list_checkpoints(folder):  # it stopped before its first checkpoint: start it again
             train(None, folder, resume=True)
-        if load_checkpoint(folder).step < config.train.total_steps:
-            train(None, folder, resume=True)
-        seconds[method] = time.perf_counter() - tic
         runs[method] = load_checkpoint(folder)
+        if runs[method].step < config.train.total_steps:
+            train(None, folder, resume=True)
+            runs[method] = load_checkpoint(folder)
+        seconds[method] = time.perf_counter() - tic
     return runs, seconds
 
 

@@ -76,6 +76,10 @@ ARMS: dict[str, Arm] = {
     "CD lr 4e-4, N 6→18, mean of weights": Arm(
         "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=4e-4"], 600, "learning rate", CD, checkpoints=4
     ),
+    # the recipe with another seed: how far one run's end point moves (the arms above are one run each)
+    "CD N 6→18, mean of weights, seed 1": Arm(
+        "cd", ["cd.grow_from=6", "train.ema_power=0", "train.seed=1"], 600, "seed", CD, checkpoints=2
+    ),
     # twice the learning rate reached the plateau sooner and stayed above the recipe's: half of it
     "CD lr 1e-4, N 6→18, mean of weights": Arm(
         "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=1e-4"], 600, "learning rate", CD, checkpoints=4
@@ -122,6 +126,7 @@ CD_RECIPES = (
     "CD batch 128, N 6→18, mean of weights",
     "CD lr 4e-4, N 6→18, mean of weights",
     "CD lr 1e-4, N 6→18, mean of weights",
+    "CD N 6→18, mean of weights, seed 1",
 )
 CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "sCT")
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones

@@ -26,6 +26,8 @@ CD = "cd.teacher"
 # The CD recipe the ablations change one setting of: mnist_cd when they ran (N = 18, the ramp EMA). mnist_cd now
 # grows N and keeps the mean of its weights, the arm "CD N 6→18, mean of weights".
 CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
+# mnist_cd as bundled now, spelled out: the arms built on it stay the same runs if its defaults change
+MNIST_CD = ["cd.grow_from=6", "train.ema_power=0"]
 ARMS: dict[str, Arm] = {
     # The methods with their bundled configs.
     "CD": Arm("cd", [], 600, "method", CD),
@@ -54,11 +56,9 @@ ARMS: dict[str, Arm] = {
     # The same run as CD (same seed, same online weights) with an evaluation EMA over all of it (averaging.md).
     "CD mean of weights": Arm("cd", ["train.ema_power=0"], 600, "EMA rate", CD),
     # Both: the growing N of the run above with the mean of its weights (averaging.md's γ = 0, trained).
-    "CD N 6→18, mean of weights": Arm("cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "EMA rate", CD),
+    "CD N 6→18, mean of weights": Arm("cd", MNIST_CD, 600, "EMA rate", CD),
     # The same recipe run 1300 steps (mnist_cd's former length): N grows from 6 to 18 over all of them.
-    "CD N 6→18, mean of weights, 1300 steps": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0"], 1300, "training length", CD
-    ),
+    "CD N 6→18, mean of weights, 1300 steps": Arm("cd", MNIST_CD, 1300, "training length", CD),
     # That run's best checkpoint came at step 780, with N near 13: N growing to 12 instead of 18, over 600 steps.
     "CD N 6→12, mean of weights": Arm("cd", ["cd.grow_from=6", "cd.num_points=12", "train.ema_power=0"], 600, "N", CD),
     # A fine teacher (cd.teacher_substeps = k): the teacher's step between adjacent points of the N-point grid is k
@@ -71,18 +71,16 @@ ARMS: dict[str, Arm] = {
     # compute) or twice the learning rate: with the mean of the weights as the evaluation average, does less
     # gradient noise, or a larger step whose noise the average takes out, move the 1-step plateau?
     "CD batch 128, N 6→18, mean of weights": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.batch_size=128"], 600, "batch size", CD, checkpoints=4
+        "cd", [*MNIST_CD, "optim.batch_size=128"], 600, "batch size", CD, checkpoints=4
     ),
     "CD lr 4e-4, N 6→18, mean of weights": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=4e-4"], 600, "learning rate", CD, checkpoints=4
+        "cd", [*MNIST_CD, "optim.lr=4e-4"], 600, "learning rate", CD, checkpoints=4
     ),
     # the recipe with another seed: how far one run's end point moves (the arms above are one run each)
-    "CD N 6→18, mean of weights, seed 1": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0", "train.seed=1"], 600, "seed", CD, checkpoints=2
-    ),
+    "CD N 6→18, mean of weights, seed 1": Arm("cd", [*MNIST_CD, "train.seed=1"], 600, "seed", CD, checkpoints=2),
     # twice the learning rate reached the plateau sooner and stayed above the recipe's: half of it
     "CD lr 1e-4, N 6→18, mean of weights": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0", "optim.lr=1e-4"], 600, "learning rate", CD, checkpoints=4
+        "cd", [*MNIST_CD, "optim.lr=1e-4"], 600, "learning rate", CD, checkpoints=4
     ),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
@@ -99,9 +97,7 @@ ARMS: dict[str, Arm] = {
     # student starts from its teacher's weights, so it takes the teacher's network. Twice the width would cost about
     # four times the teacher's 69 CPU-minutes.
     "Teacher half width": Arm("teacher", ["network.preset=small-half"], 3400, "network size", checkpoints=1),
-    "CD half width": Arm(
-        "cd", ["cd.grow_from=6", "train.ema_power=0"], 600, "network size", CD, teacher_arm="Teacher half width"
-    ),
+    "CD half width": Arm("cd", MNIST_CD, 600, "network size", CD, teacher_arm="Teacher half width"),
     # ECT from scratch: ECT's first stage is diffusion pretraining (Δt = t, ECT paper §3), here the teacher's own
     # recipe for 2400 of its 3400 steps, then ECT's tuning from it. No trained teacher is used: the two stages'
     # minutes are added on one axis, they stay within the teacher's 69, and the ratios are to the full teacher.

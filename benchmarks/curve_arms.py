@@ -82,6 +82,14 @@ ARMS: dict[str, Arm] = {
     "CD lr 1e-4, N 6→18, mean of weights": Arm(
         "cd", [*MNIST_CD, "optim.lr=1e-4"], 600, "learning rate", CD, checkpoints=4
     ),
+    # Dropout in the student (iCT used 0.3 and ECT 0.2 on CIFAR-10; the teacher had none): its online weights get worse
+    # while their mean gets better; does regularising the student move the plateau?
+    "CD dropout 0.1, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "network.dropout=0.1"], 600, "dropout", CD, checkpoints=4
+    ),
+    "CD dropout 0.3, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "network.dropout=0.3"], 600, "dropout", CD, checkpoints=4
+    ),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
         "cd",

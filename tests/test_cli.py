@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import TINY
+from torch_consistency.checkpoint import load_checkpoint
 
 CM = [sys.executable, "-m", "torch_consistency"]
 
@@ -26,10 +27,16 @@ def test_round_trip_train_sample_eval(tmp_path):
     tiny = sets(*TINY, "train.total_steps=20")
     result = cm("train", "teacher", "--out", tmp_path / "teacher", "--no-progress", *tiny)
     assert result.returncode == 0, result.stderr
-    result = cm(
-        "train", "cd", "--out", tmp_path / "cd", "--no-progress", *tiny, *sets(f"cd.teacher={tmp_path / 'teacher'}")
+    student = [*tiny, *sets(f"cd.teacher={tmp_path / 'teacher'}")]
+    result = cm("train", "cd", "--out", tmp_path / "wide", *student, *sets("network.width=64"))
+    assert_one_line_error(
+        result, "network.width = 64 cannot be set for a cd student", "(network.width = 32 in cd.teacher"
     )
+    assert not (tmp_path / "wide").exists()
+    result = cm("train", "cd", "--out", tmp_path / "cd", "--no-progress", *student, *sets("network.dropout=0.1"))
     assert result.returncode == 0, result.stderr
+    network = load_checkpoint(tmp_path / "cd").config.network
+    assert network.dropout == 0.1 and network.width == load_checkpoint(tmp_path / "teacher").config.network.width
     result = cm("sample", "--checkpoint", tmp_path / "cd", "--steps", "2", "--num", "64", "--out", tmp_path / "s")
     assert result.returncode == 0, result.stderr
     samples = np.load(tmp_path / "s" / "samples.npz")

@@ -65,10 +65,12 @@ def test_when_the_teacher_is_loaded(overrides, fresh, resuming):
 
 
 def test_the_student_inherits_the_teachers_network_and_conditioning():
-    teacher_config = tiny_config("network.width=24", "diffusion.sigma_data=0.6", "diffusion.noise_conditioning=edm")
-    config = student_config(tiny_config("train.method=cd", "cd.teacher=exact", "optim.lr=0.05"),
+    teacher_config = tiny_config("network.width=24", "network.dropout=0.3", "diffusion.sigma_data=0.6",
+                                 "diffusion.noise_conditioning=edm")  # fmt: skip
+    config = student_config(tiny_config("train.method=cd", "cd.teacher=exact", "optim.lr=0.05", "network.dropout=0.1"),
                             Teacher(lambda x, s: x, None, teacher_config, (2,)))  # fmt: skip
     assert config.network.width == 24 and config.diffusion.sigma_data == 0.6
+    assert config.network.dropout == 0.1  # the student's own: it changes no weight
     assert config.diffusion.noise_conditioning == "edm" and config.optim.lr == 0.05
     unchanged = tiny_config("train.method=cd", "cd.teacher=exact")
     assert student_config(unchanged, Teacher(lambda x, s: x, None, None, None)) is unchanged

@@ -27,6 +27,7 @@ def train(
     train.method. With `resume=True`, `out` is an existing run continued exactly from its saved config (then give
     no config, overrides or method); `data_path` reads a resumed run's data from there instead of its data.path.
     """
+    from .training.build import check_network_overrides
     from .training.loop import train as train_run
 
     if resume:
@@ -43,6 +44,7 @@ def train(
         path = None if config_or_name is None else config_path(config_or_name)
         method_override = [] if method is None else [f'train.method="{method}"']
         config = load_config(path, [*method_override, *overrides])
+        check_network_overrides(config, overrides)
     return train_run(config, out, progress=progress)
 
 

@@ -2,7 +2,8 @@
 `improved`) and, for the methods that take one, the teacher (a checkpoint, a diffusers folder or a Gaussian
 mixture's exact denoiser) with the student config and first weights it implies."""
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -64,9 +65,10 @@ def load_teacher(config: Config, dataset: Any, device: torch.device) -> Teacher:
 
 def student_config(config: Config, teacher: Teacher) -> Config:
     """The config with the teacher's network, conditioning and training section (its label dropout, hence its null
-    class): the student (CD, ECT, sCM) starts from its weights. A guided student needs a teacher with a null class."""
+    class): the student (CD, ECT, sCM) starts from its weights. The student keeps its own network.dropout, which
+    changes no weight. A guided student needs a teacher with a null class."""
     if teacher.config is not None:
-        config.network = teacher.config.network
+        config.network = replace(teacher.config.network, dropout=config.network.dropout)
         config.teacher = teacher.config.teacher
         config.diffusion.sigma_data = teacher.config.diffusion.sigma_data
         config.diffusion.noise_conditioning = teacher.config.diffusion.noise_conditioning
@@ -78,6 +80,26 @@ def student_config(config: Config, teacher: Teacher) -> Config:
             f"trained with teacher.label_dropout > 0; {key} = {getattr(config, key.partition('.')[0]).teacher} has none"
         )
     return config
+
+
+def check_network_overrides(config: Config, overrides: Sequence[str]) -> None:
+    """Refuse --set network.KEY=VALUE where VALUE differs from the teacher checkpoint's for a student that takes the
+    teacher's network (`student_config`), rather than silently drop it; network.dropout stays the student's own."""
+    key = teacher_key(config)
+    source = getattr(config, key.partition(".")[0]).teacher if key else ""
+    names = {override.partition("=")[0].strip() for override in overrides}
+    names = {name for name in names if name.startswith("network.") and name != "network.dropout"}
+    if not names or not source or source == "exact" or is_diffusers_folder(source):
+        return
+    theirs = load_checkpoint(source).config.network
+    for name in sorted(names):
+        field = name.partition(".")[2]
+        if getattr(config.network, field) != getattr(theirs, field):
+            raise ConfigError(
+                f"{name} = {getattr(config.network, field)!r} cannot be set for a {config.train.method} student: it "
+                f"starts from its teacher's weights and has their network ({name} = {getattr(theirs, field)!r} in "
+                f"{key} = {source}); only network.dropout is its own"
+            )
 
 
 def student_initial_weights(

@@ -31,7 +31,8 @@ class DiffusionConfig:
 
 @dataclass
 class NetworkConfig:
-    """The network F_θ: `mlp` for vectors of any dimension, `unet` (diffusers' UNet2DModel) for images."""
+    """The network F_θ: `mlp` for vectors of any dimension, `unet` (diffusers' UNet2DModel) for images. A student
+    that starts from a teacher checkpoint's weights (CD, ECT, sCM) has the teacher's network but its own dropout."""
 
     kind: str = "mlp"
     width: int = 256

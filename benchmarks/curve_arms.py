@@ -90,6 +90,10 @@ ARMS: dict[str, Arm] = {
     "CD dropout 0.3, N 6→18, mean of weights": Arm(
         "cd", [*MNIST_CD, "network.dropout=0.3"], 600, "dropout", CD, checkpoints=4
     ),
+    # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
+    # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
+    "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),
+    "iCT 1760 steps, dropout 0.3": Arm("ict", ["network.dropout=0.3"], 1760, "dropout", checkpoints=2),
     "ECT mean of weights": Arm("ect", ["train.ema_power=0"], 600, "EMA rate", "ect.teacher", checkpoints=3),
     "CD online weights": Arm(
         "cd",

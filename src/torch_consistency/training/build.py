@@ -94,11 +94,12 @@ def check_network_overrides(config: Config, overrides: Sequence[str]) -> None:
     theirs = load_checkpoint(source).config.network
     for name in sorted(names):
         field = name.partition(".")[2]
-        if getattr(config.network, field) != getattr(theirs, field):
+        ours, teachers = getattr(config.network, field), getattr(theirs, field)
+        if ours != teachers:
             raise ConfigError(
-                f"{name} = {getattr(config.network, field)!r} cannot be set for a {config.train.method} student: it "
-                f"starts from its teacher's weights and has their network ({name} = {getattr(theirs, field)!r} in "
-                f"{key} = {source}); only network.dropout is its own"
+                f"{name} = {ours!r} cannot be set for a {config.train.method} student: it starts from its teacher's "
+                f"weights and has the teacher's network ({name} = {teachers!r} in {key} = {source}); only "
+                "network.dropout is its own"
             )
 
 

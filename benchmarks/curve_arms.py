@@ -135,8 +135,10 @@ CD_RECIPES = (
     "CD lr 4e-4, N 6→18, mean of weights",
     "CD lr 1e-4, N 6→18, mean of weights",
     "CD N 6→18, mean of weights, seed 1",
+    "CD dropout 0.1, N 6→18, mean of weights",
+    "CD dropout 0.3, N 6→18, mean of weights",
 )
-CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "sCT")
+CT_FAMILY = ("CT", "iCT", "iCT 2200 steps", "iCT 1760 steps", "iCT 1760 steps, dropout 0.3", "sCT")
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones
 # Issue 13's goals: (what, arms it may come from (None: any), scores entries, largest ratio to the teacher's best)
 GOALS = [

@@ -6,9 +6,14 @@ short recipes (toy_ict, digits_ct) were chosen.
     python benchmarks/short_recipes.py digits_ct --out runs/recipes/ct-600 --set train.total_steps=600 \
         --set train.checkpoint_every=600
 
-2-D data: MMD against held-out points, the share of samples inside a cluster and the clusters covered (10,000
-samples). Digits: FD_classifier against the held-out digits (1000 samples). A finished run in --out is reused.
-Prints one line: the overrides and, per step count, the scores.
+2-D data, scored as `cm demo` scores it: MMD against held-out points at 1 step, at 2 steps (σ_max and the σ of the
+demo's greedy search on the training grid) and at 4, the share of samples inside a cluster and the clusters covered
+(10,000 samples); with --teacher, each MMD also as a ratio to that teacher run's (Heun, 79 NFE, the demo's
+reference). Digits: FD_classifier against the held-out digits (1000 samples), at 1 and 2 steps. A finished run in
+--out is reused. Prints one line: the overrides and, per step count, the scores.
+
+    python benchmarks/short_recipes.py toy_cd --out runs/recipes/cd --set cd.teacher=runs/demo/toy/teacher \
+        --teacher runs/demo/toy/teacher
 """
 
 import argparse
@@ -18,6 +23,7 @@ from pathlib import Path
 from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import IMAGE_DATASETS, build_images, build_vectors
+from torch_consistency.demo import TEACHER_LEVELS, search_two_step_sigmas
 from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import evaluate_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
@@ -25,13 +31,26 @@ from torch_consistency.evaluation.images import evaluate_image_checkpoint, prepa
 from torch_consistency.training.loop import holds_run, train
 
 STEPS = (1, 2)
+STEPS_2D, SAMPLES_2D = (1, 2, 4), 10_000
 
 
-def scores_2d(out: Path) -> list[str]:
+def scores_2d(out: Path, teacher: Path | None) -> list[str]:
     run = load_checkpoint(out)
     dataset = build_vectors(run.config.data)
-    scores, _ = evaluate_checkpoint(run, dataset, label="run", steps=STEPS, num_samples=10_000)
-    return [f"{s.nfe} step(s): MMD {s.mmd:.4f}, inside {s.precision:.1%}, covered {s.covered}" for s in scores]
+    search_two_step_sigmas(run, dataset)
+    scores, _ = evaluate_checkpoint(run, dataset, label="run", steps=STEPS_2D, num_samples=SAMPLES_2D)
+    reference = None
+    if teacher is not None:
+        (reference,), _ = evaluate_checkpoint(
+            load_checkpoint(teacher), dataset, label="teacher", teacher_levels=(TEACHER_LEVELS[-1],),
+            num_samples=SAMPLES_2D,
+        )  # fmt: skip
+    return [
+        f"{s.nfe} step(s): MMD {s.mmd:.4f}"
+        + (f" ({s.mmd / reference.mmd:.2f}× the teacher's)" if reference is not None else "")
+        + f", inside {s.precision:.1%}, covered {s.covered}"
+        for s in scores
+    ]
 
 
 def scores_digits(out: Path) -> list[str]:
@@ -50,11 +69,12 @@ def main() -> None:
     parser.add_argument("config", help="a bundled toy_* or digits_* config")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--teacher", type=Path, help="2-D: a teacher run, to state each MMD as a ratio to its own")
     args = parser.parse_args()
     config = load_config(config_path(args.config), args.overrides)  # validated before any training
     if not holds_run(args.out):
         train(config, args.out)
-    scores = scores_digits(args.out) if config.data.name in IMAGE_DATASETS else scores_2d(args.out)
+    scores = scores_digits(args.out) if config.data.name in IMAGE_DATASETS else scores_2d(args.out, args.teacher)
     print(args.config, " ".join(args.overrides) or "(bundled)", "|", "; ".join(scores), flush=True)
 
 

@@ -10,7 +10,9 @@ short recipes (toy_ict, digits_ct) were chosen.
 demo's greedy search on the training grid) and at 4, the share of samples inside a cluster and the clusters covered
 (10,000 samples); with --teacher, each MMD also as a ratio to that teacher run's (Heun, 79 NFE, the demo's
 reference). Digits: FD_classifier against the held-out digits (1000 samples), at 1 and 2 steps. A finished run in
---out is reused. Prints one line: the overrides and, per step count, the scores.
+--out is reused (the search stores its σ's in it, as the demo does). Prints one line: the overrides and, per step
+count, the scores. Before the demo's targets were worked on (docs/results/curves, "The demo's 2-D CD and CT against
+their targets"), 2 steps here sampled on the Karras grid of three (σ = 2.52): the 2-D figures of earlier sections.
 
     python benchmarks/short_recipes.py toy_cd --out runs/recipes/cd --set cd.teacher=runs/demo/toy/teacher \
         --teacher runs/demo/toy/teacher
@@ -72,6 +74,10 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="2-D: a teacher run, to state each MMD as a ratio to its own")
     args = parser.parse_args()
     config = load_config(config_path(args.config), args.overrides)  # validated before any training
+    if args.teacher is not None:
+        if config.data.name in IMAGE_DATASETS:
+            parser.error("--teacher is for 2-D configs: the digits are scored by FD_classifier alone")
+        load_checkpoint(args.teacher)  # a missing or unreadable teacher fails now, not after training
     if not holds_run(args.out):
         train(config, args.out)
     scores = scores_digits(args.out) if config.data.name in IMAGE_DATASETS else scores_2d(args.out, args.teacher)

@@ -125,6 +125,9 @@ ARMS: dict[str, Arm] = {
     # the second ruler, checkpointed at 400 and 800. It did: mnist_ct now takes 1.2e-3.
     "CT, 800 steps": Arm("ct", ["optim.lr=4e-4"], 800, "CT learning rate", checkpoints=2),
     "CT lr 1.2e-3, 800 steps": Arm("ct", ["optim.lr=1.2e-3"], 800, "CT learning rate", checkpoints=2),
+    # The same question for iCT (mnist_ict: lr 4e-4), at the same 800 steps; on the 2-D data higher rates were mixed.
+    "iCT, 800 steps": Arm("ict", ["optim.lr=4e-4"], 800, "CT learning rate", checkpoints=2),
+    "iCT lr 1.2e-3, 800 steps": Arm("ict", ["optim.lr=1.2e-3"], 800, "CT learning rate", checkpoints=2),
 }
 
 
@@ -153,6 +156,8 @@ CT_FAMILY = (
     "sCT",
     "CT, 800 steps",
     "CT lr 1.2e-3, 800 steps",
+    "iCT, 800 steps",
+    "iCT lr 1.2e-3, 800 steps",
 )
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones
 # Issue 13's goals: (what, arms it may come from (None: any), scores entries, largest ratio to the teacher's best)

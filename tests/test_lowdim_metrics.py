@@ -5,15 +5,18 @@ import torch
 
 from torch_consistency.data.toy import eight_gaussians, toy_distribution
 from torch_consistency.demo import squashed_onto_segments, uniform_disc
-from torch_consistency.evaluation.evaluate import mmd_bandwidths, score
+from torch_consistency.evaluation.evaluate import mmd_bandwidths, score, search_metric
 from torch_consistency.evaluation.lowdim import (
     consistency_error,
+    expected_kernel,
     gaussian_kernel_sum,
+    law_kernel,
     mixture_coverage,
     mmd,
     mmd_squared,
     wasserstein2,
 )
+from torch_consistency.gaussian import GaussianMixture
 
 
 def test_w2_of_a_shifted_copy_is_the_shift():
@@ -46,6 +49,64 @@ def test_mmd_squared_matches_the_closed_form_between_two_gaussians():
     # unbiased: about 0 (± 1e-4) for the same law; keeping the diagonal k(x_i, x_i) = 1 would add 2(1 − E k)/n ≈ 1e-3
     same = mmd_squared(x, a + s * torch.randn(2000, d, generator=generator), (0.05,))
     assert abs(same) < 3e-4
+
+
+def test_the_kernel_expectations_under_one_isotropic_gaussian_are_the_closed_form():
+    # y, y' ~ N(a, s²I) in 2-D, kernel exp(−‖u−v‖²/(2h²)): E k(x, y) = h²/(h²+s²) exp(−‖x−a‖²/(2(h²+s²))) and
+    # E k(y, y') = h²/(h²+2s²), summed over the widths
+    a, s, widths = torch.tensor([[0.3, -0.2]]), 0.25, (0.1, 0.4)
+    law = GaussianMixture.isotropic(a, s)
+    x = torch.tensor([[0.0, 0.0], [0.3, -0.2], [1.0, 2.0]], dtype=torch.float64)
+    squared = (x - a.double()).square().sum(1)
+    expected = sum(h**2 / (h**2 + s**2) * torch.exp(-squared / (2 * (h**2 + s**2))) for h in widths)
+    assert torch.allclose(expected_kernel(x, law, widths), expected, rtol=1e-12)
+    assert law_kernel(law, widths) == pytest.approx(sum(h**2 / (h**2 + 2 * s**2) for h in widths), rel=1e-12)
+
+
+def test_the_kernel_expectations_under_a_mixture_match_monte_carlo():
+    law = GaussianMixture(
+        torch.tensor([0.3, 0.7]),
+        torch.tensor([[0.0, 0.0], [0.5, 0.2]]),
+        torch.tensor([[[0.04, 0.01], [0.01, 0.02]], [[0.01, -0.005], [-0.005, 0.03]]]),
+    )
+    generator = torch.Generator().manual_seed(0)
+    draws, others = law.sample(400_000, generator), law.sample(400_000, generator)
+    x = torch.tensor([[0.1, 0.0], [0.4, 0.3]], dtype=torch.float64)
+    widths = (0.05, 0.2)
+    by_draws = sum(torch.exp(-torch.cdist(x, draws).square() / (2 * h**2)).mean(1) for h in widths)
+    assert torch.allclose(expected_kernel(x, law, widths), by_draws, rtol=0.01)
+    pairs = sum(torch.exp(-(draws - others).square().sum(1) / (2 * h**2)).mean() for h in widths)
+    assert law_kernel(law, widths) == pytest.approx(float(pairs), rel=0.01)
+
+
+def test_the_mmd_to_the_law_is_unbiased_signed_and_quieter_than_to_a_held_out_set():
+    data, widths = eight_gaussians(), (0.05, 0.1, 0.2, 0.4, 0.8)
+    generator = torch.Generator().manual_seed(0)
+    to_law, to_set = [], []
+    for _ in range(30):
+        draws = data.sample(300, generator)
+        to_law.append(mmd_squared(draws, data.mixture, widths))
+        to_set.append(mmd_squared(draws, data.sample(300, generator), widths))
+    to_law, to_set = torch.tensor(to_law), torch.tensor(to_set)
+    assert abs(float(to_law.mean())) < 3 * float(to_law.std()) / math.sqrt(30)  # 0 on average
+    assert (to_law < 0).any() and (to_law > 0).any()  # signed: the noise below 0 is kept
+    assert float(to_law.std()) < 0.8 * float(to_set.std())  # no reference set's own noise
+    # a model's cluster spread 1.5× too wide scores about what it scores against a large held-out set
+    wide = data.mixture.means[torch.randint(8, (3000,), generator=generator)] + 0.075 * torch.randn(
+        3000, 2, generator=generator, dtype=torch.float64
+    )
+    assert mmd_squared(wide, data.mixture, widths) == pytest.approx(
+        mmd_squared(wide, data.sample(20_000, generator), widths), rel=0.1
+    )
+
+
+def test_the_search_metric_is_the_signed_mmd_so_two_good_candidates_do_not_tie():
+    data = eight_gaussians()
+    metric = search_metric(data, 1000, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    real = [metric(data.sample(1000, generator)) for _ in range(6)]
+    assert min(real) < 0 and len(set(real)) == 6  # √max(·, 0) would read the negative ones as a tie at 0
+    assert max(real) < metric(1.2 * data.sample(1000, generator))  # clusters too far out score worse
 
 
 def test_the_kernel_sum_in_blocks_equals_the_whole_matrix():
@@ -112,8 +173,11 @@ def test_a_2d_score_is_the_mmd_over_five_widths_the_w2_of_2000_points_and_the_co
     generator = torch.Generator().manual_seed(3)
     samples, reference = 1.3 * data.sample(2100, generator), data.sample(2100, generator)  # clusters too far out
     result = score("model", samples, reference, 1, data)
-    assert result.mmd == pytest.approx(math.sqrt(mmd_squared(samples, reference, (0.05, 0.1, 0.2, 0.4, 0.8))))
+    assert result.mmd == pytest.approx(math.sqrt(mmd_squared(samples, data.mixture, (0.05, 0.1, 0.2, 0.4, 0.8))))
     assert result.w2 == pytest.approx(wasserstein2(samples[:2000], reference[:2000]))
     coverage = mixture_coverage(samples, data.mixture)
     assert (result.precision, result.covered) == (coverage.precision, coverage.covered)
-    assert score("model", samples, reference, 1, toy_distribution("two_moons")).covered is None  # no mixture
+    moons = score("model", samples, reference, 1, toy_distribution("two_moons"))  # no mixture: the held-out set
+    assert moons.covered is None
+    widths = mmd_bandwidths(toy_distribution("two_moons"), reference)
+    assert moons.mmd == pytest.approx(math.sqrt(max(mmd_squared(samples, reference, widths), 0.0)))

@@ -1,11 +1,13 @@
 """Evaluate checkpoints on low-dimensional data: samples at several step counts against held-out data.
 
 The verdict measure is the MMD with Gaussian kernels from the clusters' width up (`mmd_bandwidths`) on many
-samples: the exact W2 of a few thousand points is dominated by its own sampling noise (how many points each
-cluster happens to get), which hides a cluster squashed into a segment; W2 is still reported, on W2_POINTS points.
+samples, against the exact law when the data is a Gaussian mixture (a held-out set's own noise would otherwise
+dominate the MMD of a good model): the exact W2 of a few thousand points is dominated by its own sampling noise
+(how many points each cluster happens to get), which hides a cluster squashed into a segment; W2 is still
+reported, on W2_POINTS points.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,13 +15,14 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..data import Distribution
+from ..gaussian import GaussianMixture
 from ..generate import Generated, sample_model
 from ..parameterization import Preconditioned
 from ..samplers import ConsistencyFunction
 from ..seeding import derive_seed
 from ..sigmas import karras_sigmas
 from ..trigflow import TrigFlowModel
-from .lowdim import ConsistencyError, consistency_error, mixture_coverage, mmd, wasserstein2
+from .lowdim import ConsistencyError, consistency_error, mixture_coverage, mmd, mmd_squared, wasserstein2
 
 HELD_OUT_STREAM = 7
 W2_POINTS = 2000  # the exact W2 (an assignment problem, O(n³)) is computed on this many points
@@ -58,17 +61,34 @@ def mmd_bandwidths(dataset: Distribution, reference: torch.Tensor) -> tuple[floa
 
 
 def score(label: str, samples: torch.Tensor, reference: torch.Tensor, nfe: int, dataset: Distribution) -> Score:
-    """MMD from the clusters' width up, exact W2 on W2_POINTS points and, for mixtures, coverage of `samples`."""
+    """MMD from the clusters' width up (to a mixture's exact law, else to `reference`), exact W2 against `reference`
+    on W2_POINTS points and, for mixtures, coverage of `samples`."""
     coverage = mixture_coverage(samples, dataset.mixture) if dataset.mixture is not None else None
     return Score(
-        label, nfe, mmd(samples, reference, mmd_bandwidths(dataset, reference)),
+        label, nfe, mmd(samples, mmd_reference(dataset, reference), mmd_bandwidths(dataset, reference)),
         wasserstein2(samples[:W2_POINTS], reference[:W2_POINTS]),
         coverage.precision if coverage else None, coverage.covered if coverage else None,
     )  # fmt: skip
 
 
+def mmd_reference(dataset: Distribution, reference: torch.Tensor) -> torch.Tensor | GaussianMixture:
+    """What the MMD compares samples with: a mixture's exact law, where there is one (no reference set's own noise),
+    else the held-out `reference`."""
+    return dataset.mixture if dataset.mixture is not None else reference
+
+
+def search_metric(dataset: Distribution, num_samples: int, seed: int, part: int = 0) -> Callable[[torch.Tensor], float]:
+    """The time-point search's objective on low-dimensional data: the signed unbiased MMD² (as `score`'s, against
+    held-out draws `part`). Not its square root, which reads the noise below 0 as 0: two good σ's would tie there
+    and the search would keep the first."""
+    reference = held_out(dataset, num_samples, seed, part)
+    law, bandwidths = mmd_reference(dataset, reference), mmd_bandwidths(dataset, reference)
+    return lambda samples: mmd_squared(samples, law, bandwidths)
+
+
 def data_floor(dataset: Distribution, num_samples: int, seed: int) -> Score:
-    """The metrics between two independent real sets of the same size: the best any model can score."""
+    """The metrics of a real set of the same size (against the law or an independent real set, as `score`): the
+    best any model can score."""
     return score("data", held_out(dataset, num_samples, seed, 1), held_out(dataset, num_samples, seed, 0), 0, dataset)
 
 

@@ -38,21 +38,58 @@ def gaussian_kernel_sum(
     return total
 
 
-def mmd_squared(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float]) -> float:
-    """Unbiased MMD² with the kernel k = Σ_h exp(−‖a−b‖²/(2h²)): the within-set means leave out the diagonal."""
-    x, y = x.flatten(1).double(), y.flatten(1).double()
-    n, m = len(x), len(y)
+def mmd_squared(x: torch.Tensor, reference: torch.Tensor | GaussianMixture, bandwidths: Sequence[float]) -> float:
+    """Unbiased MMD² with the kernel k = Σ_h exp(−‖a−b‖²/(2h²)) between samples and a reference set (the
+    within-set means leave out the diagonal) or a Gaussian mixture's exact law (its terms are exact expectations,
+    so no reference set adds its own sampling noise)."""
+    x = x.flatten(1).double()
+    n = len(x)
     diagonal = len(bandwidths)  # k(a, a) = Σ_h exp(0)
     within_x = (gaussian_kernel_sum(x, x, bandwidths) - n * diagonal) / (n * (n - 1))
+    if isinstance(reference, GaussianMixture):
+        between = expected_kernel(x, reference, bandwidths).mean()
+        return float(within_x + law_kernel(reference, bandwidths) - 2 * between)
+    y = reference.flatten(1).double()
+    m = len(y)
     within_y = (gaussian_kernel_sum(y, y, bandwidths) - m * diagonal) / (m * (m - 1))
     between = gaussian_kernel_sum(x, y, bandwidths) / (n * m)
     return float(within_x + within_y - 2 * between)
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float]) -> float:
-    """√max(MMD², 0) with the kernel Σ_h exp(−‖a−b‖²/(2h²)): a distance between the two laws (0 for equal laws;
-    the unbiased MMD² dips below 0 only by sampling noise, read as 0)."""
-    return math.sqrt(max(mmd_squared(x, y, bandwidths), 0.0))
+def expected_kernel(x: torch.Tensor, mixture: GaussianMixture, bandwidths: Sequence[float]) -> torch.Tensor:
+    """E_{y∼M} k(x_i, y) for each row: Σ_h Σ_k π_k det(I + Σ_k/h²)^(−1/2) exp(−½ Δᵀ (Σ_k + h²I)⁻¹ Δ), Δ = x_i − μ_k."""
+    x = x.flatten(1).double()
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    offsets = x[:, None, :] - mixture.means[None]  # (n, K, d)
+    total = x.new_zeros(len(x))
+    for h in bandwidths:
+        scale = torch.linalg.det(eye + mixture.covariances / h**2) ** -0.5  # (K,)
+        inverse = torch.linalg.inv(mixture.covariances + h**2 * eye)
+        quadratic = torch.einsum("nki,kij,nkj->nk", offsets, inverse, offsets)
+        total += (mixture.weights * scale * torch.exp(-0.5 * quadratic)).sum(1)
+    return total
+
+
+def law_kernel(mixture: GaussianMixture, bandwidths: Sequence[float]) -> float:
+    """E_{y, y′∼M} k(y, y′) = Σ_h Σ_kl π_k π_l det(I + (Σ_k + Σ_l)/h²)^(−1/2) exp(−½ Δᵀ (Σ_k + Σ_l + h²I)⁻¹ Δ),
+    Δ = μ_k − μ_l."""
+    eye = torch.eye(mixture.means.shape[1], dtype=torch.float64)
+    pair_covariances = mixture.covariances[:, None] + mixture.covariances[None]  # (K, K, d, d)
+    offsets = mixture.means[:, None] - mixture.means[None]
+    pair_weights = mixture.weights[:, None] * mixture.weights[None]
+    total = 0.0
+    for h in bandwidths:
+        scale = torch.linalg.det(eye + pair_covariances / h**2) ** -0.5
+        inverse = torch.linalg.inv(pair_covariances + h**2 * eye)
+        quadratic = torch.einsum("kli,klij,klj->kl", offsets, inverse, offsets)
+        total += float((pair_weights * scale * torch.exp(-0.5 * quadratic)).sum())
+    return total
+
+
+def mmd(x: torch.Tensor, reference: torch.Tensor | GaussianMixture, bandwidths: Sequence[float]) -> float:
+    """√max(MMD², 0) to a reference set or a mixture's exact law (`mmd_squared`): a distance between the two laws
+    (0 for equal laws; the unbiased MMD² dips below 0 only by sampling noise, read as 0)."""
+    return math.sqrt(max(mmd_squared(x, reference, bandwidths), 0.0))
 
 
 @dataclass

@@ -128,14 +128,11 @@ def run_vectors(args: EvaluationOptions, checkpoint: Checkpoint) -> Evaluation:
 
 
 def search_and_store_sigmas(checkpoint: Checkpoint, dataset: Any, num: int, args: EvaluationOptions) -> None:
-    """Greedy ternary search of the 2- and 3-step σ's on the MMD of the scores; stored in the checkpoint."""
+    """Greedy ternary search of the 2- and 3-step σ's on the signed MMD² of the scores; stored in the checkpoint."""
     from ..checkpoint import store_sampling_sigmas
-    from .evaluate import held_out, mmd_bandwidths
-    from .lowdim import mmd
+    from .evaluate import search_metric
     from .timepoints import search_checkpoint_sigmas
 
-    reference = held_out(dataset, num, args.seed)
-    bandwidths = mmd_bandwidths(dataset, reference)
-    found = search_checkpoint_sigmas(checkpoint, lambda x: mmd(x, reference, bandwidths), num, args.seed, args.device)
+    found = search_checkpoint_sigmas(checkpoint, search_metric(dataset, num, args.seed), num, args.seed, args.device)
     store_sampling_sigmas(checkpoint, found)
     print(f"stored in {checkpoint.path}: " + ", ".join(f"{n} steps {v}" for n, v in found.items()))

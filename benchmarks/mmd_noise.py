@@ -1,0 +1,66 @@
+"""How much of the demo's 2-D MMD is the measure's own noise: each model of a `cm demo` run sampled with four seeds,
+its unbiased MMD² against 10,000 held-out points (a fresh set per seed) and against the data's exact law (10,000
+and 20,000 samples). Prints the mean and spread over the seeds, in units of the teacher's MMD² (Heun, 79 NFE) under
+the same measure, and the ratios of MMD the demo reports.
+
+    python benchmarks/mmd_noise.py --demo runs/demo
+"""
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+
+from torch_consistency.checkpoint import load_checkpoint
+from torch_consistency.data import build_vectors
+from torch_consistency.demo import TEACHER_LEVELS
+from torch_consistency.evaluation.evaluate import held_out, mmd_bandwidths, sample_checkpoint
+from torch_consistency.evaluation.lowdim import mmd_squared
+from torch_consistency.sigmas import karras_sigmas
+
+SEEDS = (1, 2, 3, 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", type=Path, required=True, help="a `cm demo` output folder")
+    args = parser.parse_args()
+    teacher, cd, ct = (load_checkpoint(args.demo / "toy" / name) for name in ("teacher", "cd", "ct"))
+    dataset = build_vectors(cd.config.data)
+    d = cd.config.diffusion
+    grid = karras_sigmas(cd.grid_points(), d.sigma_min, d.sigma_max, d.rho).tolist()
+    models = {
+        "teacher, Heun 79 NFE": (teacher, {"teacher_levels": TEACHER_LEVELS[-1], "solver": "heun"}),
+        "CD 1 step": (cd, {"sigmas": [grid[0]]}),
+        **{f"CD 2 steps at σ {s:.4g}": (cd, {"sigmas": [grid[0], s]}) for s in grid[1:-1]},
+        "CT 1 step": (ct, {"sigmas": [grid[0]]}),
+    }
+    bandwidths = mmd_bandwidths(dataset, held_out(dataset, 100, 0))  # a mixture's: from its components' std
+    measures = {
+        "10,000 held-out points": (10_000, lambda seed, n: held_out(dataset, n, 0, part=seed)),
+        "the exact law, 10,000 samples": (10_000, lambda seed, n: dataset.mixture),
+        "the exact law, 20,000 samples": (20_000, lambda seed, n: dataset.mixture),
+    }
+    for measure, (num, reference) in measures.items():
+        values = {
+            name: [mmd_squared(sample_checkpoint(run, num, seed=seed, **kw).x, reference(seed, num), bandwidths)
+                   for seed in SEEDS]
+            for name, (run, kw) in models.items()
+        }  # fmt: skip
+        unit = statistics.mean(values["teacher, Heun 79 NFE"])
+        print(f"\nMMD² against {measure}, in units of the teacher's mean {unit:.3g} (seeds {SEEDS}):")
+        for name, v in values.items():
+            pairs = zip(v, values["teacher, Heun 79 NFE"], strict=True)
+            ratios = [(a / t) ** 0.5 if a > 0 and t > 0 else float("nan") for a, t in pairs]
+            print(
+                f"  {name}: {' '.join(f'{a / unit:.2f}' for a in v)}; mean {statistics.mean(v) / unit:.2f}, "
+                f"sd {statistics.stdev(v) / unit:.2f}; MMD / teacher's, seed by seed: "
+                + " ".join(f"{r:.2f}" for r in ratios),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

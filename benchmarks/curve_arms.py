@@ -128,6 +128,14 @@ ARMS: dict[str, Arm] = {
     # The same question for iCT (mnist_ict: lr 4e-4), at the same 800 steps; on the 2-D data higher rates were mixed.
     "iCT, 800 steps": Arm("ict", ["optim.lr=4e-4"], 800, "CT learning rate", checkpoints=2),
     "iCT lr 1.2e-3, 800 steps": Arm("ict", ["optim.lr=1.2e-3"], 800, "CT learning rate", checkpoints=2),
+    # The lowest 2-step point at the searched σ on the second ruler is N = 10 with 4 teacher substeps at step 600 (48.6
+    # CPU-minutes), still falling there: the same run for 800 steps stays within the teacher's 71.5 CPU-minutes.
+    "CD N=10, 4 teacher substeps, mean of weights, 800 steps": Arm(
+        "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 800, "training length", CD
+    ),
+    # mnist_ct at its new rate for about the teacher's time (its bundled 3000 steps would take about 75 CPU-minutes,
+    # more than the teacher's 71.5): does CT, like iCT, keep improving, and how far does it get at 2 steps?
+    "CT 2600 steps": Arm("ct", ["optim.lr=1.2e-3"], 2600, "training length", checkpoints=4),
 }
 
 
@@ -146,6 +154,7 @@ CD_RECIPES = (
     "CD N 6→18, mean of weights, seed 1",
     "CD dropout 0.1, N 6→18, mean of weights",
     "CD dropout 0.3, N 6→18, mean of weights",
+    "CD N=10, 4 teacher substeps, mean of weights, 800 steps",
 )
 CT_FAMILY = (
     "CT",
@@ -158,6 +167,7 @@ CT_FAMILY = (
     "CT lr 1.2e-3, 800 steps",
     "iCT, 800 steps",
     "iCT lr 1.2e-3, 800 steps",
+    "CT 2600 steps",
 )
 TWO_STEPS = (2, SEARCHED)  # 2 steps at the default σ's or at the searched ones
 # Issue 13's goals: (what, arms it may come from (None: any), scores entries, largest ratio to the teacher's best)

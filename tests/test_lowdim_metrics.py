@@ -15,6 +15,7 @@ from torch_consistency.evaluation.lowdim import (
     mmd,
     mmd_squared,
     wasserstein2,
+    within_mean,
 )
 from torch_consistency.gaussian import GaussianMixture
 
@@ -107,6 +108,22 @@ def test_the_search_metric_is_the_signed_mmd_so_two_good_candidates_do_not_tie()
     real = [metric(data.sample(1000, generator)) for _ in range(6)]
     assert min(real) < 0 and len(set(real)) == 6  # √max(·, 0) would read the negative ones as a tie at 0
     assert max(real) < metric(1.2 * data.sample(1000, generator))  # clusters too far out score worse
+
+
+def test_the_within_set_mean_takes_its_pairs_inside_blocks():
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(2)).double()
+
+    def kernel(i: int, j: int) -> float:
+        return sum(math.exp(-float((x[i] - x[j]).square().sum()) / (2 * h**2)) for h in (0.3, 1.2))
+
+    in_blocks = [(0, 1), (2, 3)]  # blocks of 2: {0, 1}, {2, 3}, {4}
+    assert float(within_mean(x, (0.3, 1.2), block=2)) == pytest.approx(
+        sum(kernel(i, j) for i, j in in_blocks) / 2, rel=1e-12
+    )
+    every_pair = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    assert float(within_mean(x, (0.3, 1.2), block=5)) == pytest.approx(
+        sum(kernel(i, j) for i, j in every_pair) / 10, rel=1e-12
+    )
 
 
 def test_the_kernel_sum_in_blocks_equals_the_whole_matrix():

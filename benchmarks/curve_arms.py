@@ -28,6 +28,8 @@ CD = "cd.teacher"
 CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
 # mnist_cd as bundled now, spelled out: the arms built on it stay the same runs if its defaults change
 MNIST_CD = ["cd.grow_from=6", "train.ema_power=0"]
+# a coarse grid with a fine teacher: N = 10, 4 Heun substeps per interval, the mean of the weights
+N10_SUBSTEPS = ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"]
 ARMS: dict[str, Arm] = {
     # The methods with their bundled configs.
     "CD": Arm("cd", [], 600, "method", CD),
@@ -65,9 +67,7 @@ ARMS: dict[str, Arm] = {
     # A fine teacher (cd.teacher_substeps = k): the teacher's step between adjacent points of the N-point grid is k
     # Heun steps through the ((N−1)k + 1)-point grid. A coarse grid with a fine teacher did best at 1 step on the 2-D
     # data (benchmarks/short_recipes.py; README): here N = 10 with k = 4, 37 teacher points, about 2× a step's cost.
-    "CD N=10, 4 teacher substeps, mean of weights": Arm(
-        "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 600, "teacher solver", CD
-    ),
+    "CD N=10, 4 teacher substeps, mean of weights": Arm("cd", N10_SUBSTEPS, 600, "teacher solver", CD),
     # mnist_cd's recipe with twice the batch (128, 2× a step's cost; at step 300 it has had the recipe's 600 steps'
     # compute) or twice the learning rate: with the mean of the weights as the evaluation average, does less
     # gradient noise, or a larger step whose noise the average takes out, move the 1-step plateau?
@@ -130,9 +130,7 @@ ARMS: dict[str, Arm] = {
     "iCT lr 1.2e-3, 800 steps": Arm("ict", ["optim.lr=1.2e-3"], 800, "CT learning rate", checkpoints=2),
     # The lowest 2-step point at the searched σ on the second ruler is N = 10 with 4 teacher substeps at step 600 (48.6
     # CPU-minutes), still falling there: the same run for 800 steps stays within the teacher's 71.5 CPU-minutes.
-    "CD N=10, 4 teacher substeps, mean of weights, 800 steps": Arm(
-        "cd", ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"], 800, "training length", CD
-    ),
+    "CD N=10, 4 teacher substeps, mean of weights, 800 steps": Arm("cd", N10_SUBSTEPS, 800, "training length", CD),
     # mnist_ct at its new rate for about the teacher's time (its bundled 3000 steps would take about 75 CPU-minutes,
     # more than the teacher's 71.5): does CT, like iCT, keep improving, and how far does it get at 2 steps?
     "CT 2600 steps": Arm("ct", ["optim.lr=1.2e-3"], 2600, "training length", checkpoints=4),

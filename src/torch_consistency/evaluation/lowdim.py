@@ -64,34 +64,31 @@ def within_mean(x: torch.Tensor, bandwidths: Sequence[float], block: int = MMD_B
     return total / pairs
 
 
+def gaussian_kernel_expectation(offsets: torch.Tensor, covariances: torch.Tensor, h: float) -> torch.Tensor:
+    """E exp(−‖u‖²/(2h²)) for u ~ N(Δ, C), batched over Δ (..., d) and C (..., d, d):
+    det(I + C/h²)^(−1/2) exp(−½ Δᵀ (C + h²I)⁻¹ Δ)."""
+    eye = torch.eye(offsets.shape[-1], dtype=torch.float64)
+    scale = torch.linalg.det(eye + covariances / h**2) ** -0.5
+    inverse = torch.linalg.inv(covariances + h**2 * eye)
+    quadratic = (offsets[..., None, :] @ inverse @ offsets[..., :, None])[..., 0, 0]
+    return scale * torch.exp(-0.5 * quadratic)
+
+
 def expected_kernel(x: torch.Tensor, mixture: GaussianMixture, bandwidths: Sequence[float]) -> torch.Tensor:
-    """E_{y∼M} k(x_i, y) for each row: Σ_h Σ_k π_k det(I + Σ_k/h²)^(−1/2) exp(−½ Δᵀ (Σ_k + h²I)⁻¹ Δ), Δ = x_i − μ_k."""
-    x = x.flatten(1).double()
-    eye = torch.eye(x.shape[1], dtype=torch.float64)
-    offsets = x[:, None, :] - mixture.means[None]  # (n, K, d)
-    total = x.new_zeros(len(x))
-    for h in bandwidths:
-        scale = torch.linalg.det(eye + mixture.covariances / h**2) ** -0.5  # (K,)
-        inverse = torch.linalg.inv(mixture.covariances + h**2 * eye)
-        quadratic = torch.einsum("nki,kij,nkj->nk", offsets, inverse, offsets)
-        total += (mixture.weights * scale * torch.exp(-0.5 * quadratic)).sum(1)
-    return total
+    """E_{y∼M} k(x_i, y) for each row: Σ_h Σ_k π_k E exp(−‖u‖²/(2h²)), u = x_i − y ~ N(x_i − μ_k, Σ_k)."""
+    offsets = x.flatten(1).double()[:, None, :] - mixture.means[None]  # (n, K, d)
+    per_width = [gaussian_kernel_expectation(offsets, mixture.covariances, h) @ mixture.weights for h in bandwidths]
+    return torch.stack(per_width).sum(0)
 
 
 def law_kernel(mixture: GaussianMixture, bandwidths: Sequence[float]) -> float:
-    """E_{y, y′∼M} k(y, y′) = Σ_h Σ_kl π_k π_l det(I + (Σ_k + Σ_l)/h²)^(−1/2) exp(−½ Δᵀ (Σ_k + Σ_l + h²I)⁻¹ Δ),
-    Δ = μ_k − μ_l."""
-    eye = torch.eye(mixture.means.shape[1], dtype=torch.float64)
+    """E_{y, y′∼M} k(y, y′) = Σ_h Σ_kl π_k π_l E exp(−‖u‖²/(2h²)), u = y − y′ ~ N(μ_k − μ_l, Σ_k + Σ_l)."""
+    offsets = mixture.means[:, None] - mixture.means[None]  # (K, K, d)
     pair_covariances = mixture.covariances[:, None] + mixture.covariances[None]  # (K, K, d, d)
-    offsets = mixture.means[:, None] - mixture.means[None]
     pair_weights = mixture.weights[:, None] * mixture.weights[None]
-    total = 0.0
-    for h in bandwidths:
-        scale = torch.linalg.det(eye + pair_covariances / h**2) ** -0.5
-        inverse = torch.linalg.inv(pair_covariances + h**2 * eye)
-        quadratic = torch.einsum("kli,klij,klj->kl", offsets, inverse, offsets)
-        total += float((pair_weights * scale * torch.exp(-0.5 * quadratic)).sum())
-    return total
+    return sum(
+        float((pair_weights * gaussian_kernel_expectation(offsets, pair_covariances, h)).sum()) for h in bandwidths
+    )
 
 
 def mmd(x: torch.Tensor, reference: torch.Tensor | GaussianMixture, bandwidths: Sequence[float]) -> float:

@@ -1,8 +1,7 @@
-"""How much of the demo's 2-D MMD is the measure's own noise: each model of a `cm demo` run sampled with four seeds
-(far enough apart that no batch's noise repeats), its unbiased MMD² against 10,000 held-out points (a fresh set per
-seed) and against the data's exact law (10,000 samples, and 40,000 with their pairs in blocks of 10,000). Prints the
-mean and spread over the seeds, in units of the teacher's MMD² (Heun, 79 NFE) under the same measure, and the
-ratios of MMD the demo reports.
+"""How much of the demo's 2-D MMD is the measure's own noise: each model of a `cm demo` run sampled with four seeds,
+its unbiased MMD² against 10,000 held-out points (a fresh set per seed) and against the data's exact law (10,000
+samples, and 40,000 with their pairs in blocks of 10,000). Prints the mean and spread over the seeds, in units of the
+teacher's MMD² (Heun, 79 NFE) under the same measure, and the ratios of MMD the demo reports.
 
     python benchmarks/mmd_noise.py --demo runs/demo [--measures held-out law blocks]
 """
@@ -20,7 +19,7 @@ from torch_consistency.evaluation.evaluate import held_out, mmd_bandwidths, samp
 from torch_consistency.evaluation.lowdim import mmd_squared
 from torch_consistency.sigmas import karras_sigmas
 
-# batch b of seed s draws its noise from the generator seeded s + b: seeds closer than the batch count share batches
+# any distinct seeds draw independent noise (seeding.batch_generator); these are the ones docs/results/curves shows
 SEEDS = (1000, 2000, 3000, 4000)
 
 

@@ -39,6 +39,7 @@ from torch_consistency.gaussian import GaussianMixture, gaussian_consistency_fun
 from torch_consistency.samplers import renoise_std
 from torch_consistency.sigmas import default_sampling_sigmas, karras_sigmas
 from torch_consistency.solvers import solve_ode
+from written_out import batch_generator
 
 EPS = 0.002
 PAPER_Q = torch.tensor([[0.4471, -0.8204, 0.3563], [0.8780, 0.4785, 0.0], [0.1705, -0.3129, -0.9343]])
@@ -417,6 +418,12 @@ def test_cli_interpolates_between_two_noises(tmp_path, models):
     assert sorted(p.name for p in (tmp_path / "out").glob("noise-*.png")) == [
         f"noise-{i}-{k:02d}.png" for i in range(2) for k in range(3)
     ]
+    # the path's ends are the 1-step samples of seeds 0 (the default --seed) and 1, as `cm sample` draws them
+    for seed, k in ((0, 0), (1, 2)):
+        expected = (tc.load(models["rgb"]).sample(2, seed=seed).x + 1) * 127.5
+        for i in range(2):
+            got = read_png(tmp_path / "out" / f"noise-{i}-{k:02d}.png").astype(np.float64)
+            assert np.abs(got - expected[i].permute(1, 2, 0).numpy()).max() <= 1
 
 
 @pytest.mark.slow
@@ -458,8 +465,8 @@ def test_cli_bad_inputs_end_with_one_line_and_write_nothing(tmp_path, models, ca
 # ---------------------------------------------------------------- the library behind the command
 
 
-def test_edit_in_batches_seeds_batch_b_with_seed_plus_b_and_runs_the_teacher_with_the_same_noise(models):
-    """Three images in batches of two: each batch is Model.inpaint with the generator seed + b, the teacher's
+def test_edit_in_batches_gives_batch_b_its_own_generator_and_the_teacher_the_same_noise(models):
+    """Three images in batches of two: each batch is Model.inpaint with batch b's generator, the teacher's
     baseline the same with its own levels, and the comparison rows are input | kept part | edit | teacher."""
     model, teacher = tc.load(models["unet"]), tc.load(models["teacher"])
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -468,8 +475,8 @@ def test_edit_in_batches_seeds_batch_b_with_seed_plus_b_and_runs_the_teacher_wit
     inputs = EditInputs(images, mask=mask)
     out = edit_in_batches(model, "inpaint", inputs, teacher=teacher, steps=2, seed=7, batch_size=2, teacher_steps=3)
     for b, (start, stop) in enumerate([(0, 2), (2, 3)]):
-        alone = model.inpaint(images[start:stop], mask, steps=2, seed=7 + b)
-        baseline = teacher.inpaint(images[start:stop], mask, teacher_steps=3, seed=7 + b)
+        alone = model.inpaint(images[start:stop], mask, steps=2, generator=batch_generator(7, b))
+        baseline = teacher.inpaint(images[start:stop], mask, teacher_steps=3, generator=batch_generator(7, b))
         assert torch.equal(out.results[start:stop], alone.x) and torch.equal(out.teacher[start:stop], baseline.x)
     assert (out.nfe, out.teacher_nfe, out.columns, out.sigmas) == (2, 5, 4, model.edit_sigmas("inpaint", 2))
     rows = out.panels.reshape(3, 4, 1, 8, 8)
@@ -481,7 +488,7 @@ def test_edit_in_batches_adds_the_denoising_noise_from_the_batch_generator(model
     model = tc.load(models["grey"])
     clean = torch.zeros(2, 1, 8, 8)
     out = edit_in_batches(model, "denoise", EditInputs(clean, sigma=0.5, add_noise=True), seed=3)
-    noisy = 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    noisy = 0.5 * torch.randn(clean.shape, generator=batch_generator(3, 0))
     assert torch.equal(out.results, model.denoise(noisy, 0.5).x) and out.nfe == 1 and out.sigmas == [0.5]
     assert torch.equal(out.panels.reshape(2, 3, 1, 8, 8)[:, 0], noisy)  # noisy | clean | denoised
     with pytest.raises(ConfigError, match="denoiser"):

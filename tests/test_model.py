@@ -18,6 +18,7 @@ from torch_consistency.generate import placed
 from torch_consistency.nets import build_model
 from torch_consistency.sigmas import karras_sigmas
 from torch_consistency.solvers import solve_ode
+from written_out import batch_generator
 
 TINY = ["data.name=digits", "network.width=32", "network.depth=1", "network.embedding_dim=16"]
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -52,7 +53,8 @@ def runs(tmp_path_factory):
 
 
 def noise(seed, shape):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    """The noise of a sampling or editing call's first batch with `seed`."""
+    return torch.randn(shape, generator=batch_generator(seed, 0))
 
 
 # ---------------------------------------------------------------- loading
@@ -100,7 +102,7 @@ def test_consistency_sampling_is_algorithm_1(runs):
     f = model.network
     sigmas = [SIGMA_MAX, 0.8]
     out = model.sample(5, sigmas=sigmas, seed=7)
-    generator = torch.Generator().manual_seed(7)
+    generator = batch_generator(7, 0)
     z = torch.randn((5, 1, 8, 8), generator=generator)
     x = f(z * SIGMA_MAX, torch.full((5,), SIGMA_MAX))
     x = x + math.sqrt(0.8**2 - SIGMA_MIN**2) * torch.randn((5, 1, 8, 8), generator=generator)
@@ -117,12 +119,16 @@ def test_sampling_is_deterministic_and_seeded_per_batch(runs):
     first, again = model.sample(6, steps=2, seed=3), model.sample(6, steps=2, seed=3)
     assert torch.equal(first.x, again.x) and torch.equal(first.labels, again.labels)
     assert not torch.equal(model.sample(6, steps=2, seed=4).x, first.x)
-    generator = torch.Generator().manual_seed(3)  # random labels are drawn after the batch's noise
+    generator = batch_generator(3, 0)  # random labels are drawn after the batch's noise
     torch.randn((6, 1, 8, 8), generator=generator)
     assert torch.equal(first.labels, torch.randint(0, 3, (6,), generator=generator))
-    batched = model.sample(6, steps=2, seed=3, batch_size=4)  # batch b draws from seed + b
+    batched = model.sample(6, steps=2, seed=3, batch_size=4)  # batch b draws from its own generator
     assert torch.equal(batched.x[:4], model.sample(4, steps=2, seed=3).x)
-    assert torch.equal(batched.x[4:], model.sample(2, steps=2, seed=4).x)
+    second = batch_generator(3, 1)  # batch 1's generator: its noise, then its labels
+    torch.randn((2, 1, 8, 8), generator=second)
+    assert torch.equal(batched.labels[4:], torch.randint(0, 3, (2,), generator=second))
+    # nearby seeds share no batch (with seed + b, seed 4's first batch was seed 3's second)
+    assert not torch.equal(batched.x[4:], model.sample(2, steps=2, seed=4).x)
     chosen = model.sample(6, labels=[0, 2], seed=3)
     assert chosen.labels.tolist() == [0, 0, 0, 2, 2, 2]
 
@@ -205,7 +211,7 @@ def test_strokes_denoise_and_interpolation_are_written_out(runs):
     f = model.network
     strokes = torch.rand(2, 1, 8, 8) * 2 - 1
     out = model.edit_strokes(strokes, seed=2)  # the paper's t = 5.38, 2.24
-    generator = torch.Generator().manual_seed(2)
+    generator = batch_generator(2, 0)
     x = f(strokes + 5.38 * torch.randn(strokes.shape, generator=generator), torch.full((2,), 5.38))
     x = f(
         x + math.sqrt(2.24**2 - SIGMA_MIN**2) * torch.randn(strokes.shape, generator=generator), torch.full((2,), 2.24)

@@ -6,6 +6,7 @@ from the helper under test. Every function is the equation it names, in float64,
 
 import math
 
+import numpy as np
 import torch
 
 SIGMA_MIN, SIGMA_MAX, RHO, SIGMA_DATA = 0.002, 80.0, 7.0, 0.5
@@ -107,3 +108,10 @@ class GaussianData:
         total = self.std**2 * cos**2 + SIGMA_DATA**2 * sin**2
         mean = self.mean + cos * self.std**2 / total * (x_t - self.mean * cos)
         return mean, self.std**2 * SIGMA_DATA**2 * sin**2 / total
+
+
+def batch_generator(seed: int, batch: int) -> torch.Generator:
+    """Batch b of a sampling or editing call draws from a generator seeded with numpy's SeedSequence of
+    (seed, b, 4), its first 64-bit word shifted right by one (4: the sampling stream)."""
+    word = np.random.SeedSequence([seed, batch, 4]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(word) >> 1)

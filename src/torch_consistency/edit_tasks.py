@@ -16,6 +16,7 @@ from .editing import (
 )
 from .errors import ConfigError
 from .model import Labels, Model
+from .seeding import batch_generator
 
 EDIT_TASKS = ("inpaint", "colorize", "super-resolve", "stroke", "denoise", "interpolate")
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -124,10 +125,10 @@ def edit_in_batches(
     teacher_steps: int | None = None,
     solver: str | None = None,
 ) -> EditComparison:
-    """`task` on every input, `batch_size` at a time with batch b's noise from seed + b, and the teacher's baseline
-    (its Karras levels, `teacher_steps` and `solver`) from the same generator. Time points: `sigmas`, or `steps` of
-    a Karras grid, or the task's default (`Model.edit_sigmas`); denoise takes inputs.sigma. `guidance` goes to a
-    teacher only if it takes one. Everything is checked before the first batch."""
+    """`task` on every input, `batch_size` at a time with batch b's noise from `batch_generator(seed, b)`, and the
+    teacher's baseline (its Karras levels, `teacher_steps` and `solver`) from the same generator. Time points:
+    `sigmas`, or `steps` of a Karras grid, or the task's default (`Model.edit_sigmas`); denoise takes inputs.sigma.
+    `guidance` goes to a teacher only if it takes one. Everything is checked before the first batch."""
     check_edit(model, task, teacher, inputs.factor)
     if task == "denoise":
         if steps is not None or sigmas is not None:
@@ -143,7 +144,7 @@ def edit_in_batches(
     for b, start in enumerate(range(0, len(inputs.images), batch_size)):
         batch = inputs.batch(start, start + batch_size, model.device)
         given = batch.images
-        generator = torch.Generator(device=model.device).manual_seed(seed + b)
+        generator = batch_generator(seed, b, model.device)
         if task == "denoise" and batch.add_noise:
             noise = torch.randn(given.shape, generator=generator, device=given.device)
             batch = replace(batch, images=given + levels[0] * noise, add_noise=False)
@@ -153,7 +154,7 @@ def edit_in_batches(
         nfe = out.nfe
         panels = comparison_panels(task, batch, given, out.x)
         if teacher is not None:
-            generator = torch.Generator(device=model.device).manual_seed(seed + b)
+            generator = batch_generator(seed, b, model.device)
             noised = {} if task == "denoise" else {"generator": generator}
             if task == "stroke":  # a teacher's stroke starts at t_1; its other edits run over its Karras levels
                 noised["sigmas"] = levels

@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .guidance import guided_denoiser, network_calls
 from .parameterization import Preconditioned
 from .samplers import SampleResult, sample_multistep, sample_trigflow
+from .seeding import batch_generator
 from .sigmas import default_sampling_sigmas, karras_sigmas
 from .solvers import ODESolution, solve_ode
 from .trigflow import TrigFlowModel, trigflow_sampling_times, trigflow_time
@@ -61,7 +62,7 @@ def generate(
     else uniformly random labels drawn after each batch's noise. `guidance` is w: a denoiser follows the guided
     D_w with the null class num_classes (two network calls per step, one at w = 0 or 1; NFE counts calls); a
     consistency or TrigFlow model takes it as its input. Check both first (`requested_labels`, `sampling_guidance`).
-    Batch b draws its noise from a generator seeded with seed + b, so results do not depend on the device count.
+    Batch b draws its noise from `seeding.batch_generator(seed, b)`, so results do not depend on the device count.
     `compile` runs the network through `torch.compile` (sampling.compile; benchmarks/compile_speed.py).
     """
     memory_format = torch.channels_last if len(sample_shape) == 3 else torch.contiguous_format
@@ -76,7 +77,7 @@ def generate(
     starts = range(0, num_samples, batch_size)
     for b, start in enumerate(tqdm(starts, disable=not progress, desc="sampling")):
         count = min(batch_size, num_samples - start)
-        generator = torch.Generator(device=device).manual_seed(seed + b)
+        generator = batch_generator(seed, b, device)
         noise = torch.randn((count, *sample_shape), generator=generator, device=device)
         noise = noise.contiguous(memory_format=memory_format)
         if labels is not None:

@@ -23,6 +23,7 @@ from .editing import EditResult
 from .errors import ConfigError
 from .generate import requested_labels, sample_model, sampling_guidance, teacher_sigmas
 from .guidance import guided_denoiser, network_calls
+from .seeding import batch_generator
 from .sigmas import karras_sigmas
 from .solvers import ONE_STEP_SOLVERS, SOLVERS, solve_ode
 from .trigflow import TrigFlowModel
@@ -151,8 +152,9 @@ class Model:
         """n samples: a consistency or TrigFlow model at `steps` (default 1; 2 and 3 use the σ's stored by a search)
         or at explicit decreasing `sigmas`; a teacher by `solver` over `teacher_steps` Karras levels (defaults: its
         config). `labels`: None (random for a class-conditional model), a class, a list (in equal blocks) or "all";
-        `guidance`: w, for the models in `.guidance`. Batch b draws from seed + b, so the same arguments give the
-        same samples bit for bit (and the same as `cm sample`); `device` moves the model there first."""
+        `guidance`: w, for the models in `.guidance`. Batch b draws from `seeding.batch_generator(seed, b)`, so the
+        same arguments give the same samples bit for bit (and the same as `cm sample`), and nearby seeds share no
+        batch; `device` moves the model there first."""
         _at_least_one(n=n, batch_size=batch_size, steps=steps, teacher_steps=teacher_steps)
         self._check_time_points(steps, sigmas, solver, teacher_steps)
         if device is not None:
@@ -371,7 +373,7 @@ class Model:
         chosen = None if labels is None else requested_labels(labels, count, self.num_classes).to(self.device)
         w = sampling_guidance(self.config, self.parameterization, self.num_classes, guidance)
         if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+            generator = batch_generator(seed, 0, self.device)
         net = self.network
         if self.parameterization == "denoiser":
             if w is not None and chosen is not None:  # w: a teacher with a null class, which needs labels

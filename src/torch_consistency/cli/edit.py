@@ -12,6 +12,7 @@ from ..files import check_output_folder, write_json_atomic
 from ..image_files import read_grey, read_image, read_mask
 from ..model import Model, load
 from ..plots import image_grid, save_png, to_uint8
+from ..seeding import batch_generator
 from ..solvers import ONE_STEP_SOLVERS
 from .sample import SEED, add_checkpoint_arguments, add_guidance_argument, float_list, integer
 
@@ -116,9 +117,10 @@ def load_inputs(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[list[
     """The names of the results and the inputs, read and checked from the files before anything is computed."""
     channels, height, width = shape
     task_options = {"factor": args.factor, "sigma": args.sigma, "add_noise": args.add_noise, "alphas": args.alphas}
-    if args.input is None:  # interpolation between two noises drawn from --seed and --seed2
-        first, second = (torch.randn((args.num, *shape), generator=torch.Generator().manual_seed(s))
-                         for s in (args.seed, args.seed2))  # fmt: skip
+    if args.input is None:  # between the noises of `cm sample --seed` and `--seed2` (their first batches)
+        first, second = (
+            torch.randn((args.num, *shape), generator=batch_generator(s, 0)) for s in (args.seed, args.seed2)
+        )
         names = [f"noise-{i}" for i in range(args.num)]
         return names, EditInputs(first, second=second, noises=True, **task_options)
     files = list_pngs(args.input, "input")

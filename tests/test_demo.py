@@ -1,14 +1,18 @@
-"""The demo's 2-D verdicts follow its measure; its calibration sets are what their names say."""
+"""The demo's 2-D verdicts follow its measure; its calibration sets are what their names say; a run finished by an
+earlier call is reused and reported as reused."""
 
 import math
 
 import torch
 
+from torch_consistency.configs import config_path, load_config
 from torch_consistency.demo import (
     TARGETS,
     forms_the_clusters,
     squashed_onto_segments,
     targets_table,
+    train_runs,
+    training_time,
     uniform_disc,
     verdict,
 )
@@ -43,3 +47,17 @@ def test_calibration_sets_are_a_uniform_disc_and_segments_through_each_mean():
     points = torch.tensor([[0.75, 0.02], [0.66, -0.03], [0.04, -0.72]], dtype=torch.float64)
     expected = torch.tensor([[0.7, 0.02], [0.7, -0.03], [0.04, -0.7]], dtype=torch.float64)  # along ⟂ to the mean
     torch.testing.assert_close(squashed_onto_segments(points, means), expected)
+
+
+def test_a_run_finished_by_an_earlier_call_is_reused_and_its_time_not_reported_as_training(tmp_path):
+    config = load_config(config_path("toy_teacher"), ["train.total_steps=2", "train.checkpoint_every=2"])
+    runs, seconds = train_runs({"teacher": config}, tmp_path)
+    assert runs["teacher"].step == 2 and seconds["teacher"] > 0
+    assert training_time(seconds) == f"Training time: teacher {seconds['teacher']:.0f} s"
+    log = (tmp_path / "teacher" / "log.jsonl").read_text()
+    runs, seconds = train_runs({"teacher": config}, tmp_path)
+    assert runs["teacher"].step == 2 and seconds == {"teacher": None}
+    assert (tmp_path / "teacher" / "log.jsonl").read_text() == log  # not trained again
+    assert training_time({"teacher": None, "cd": 12.4}) == (
+        "Training time: teacher reused, cd 12 s (reused: trained by an earlier call into the same folder)"
+    )

@@ -61,13 +61,17 @@ def planned_runs(prefix: str, out: Path, quick: bool, methods: tuple[str, ...]) 
     return configs
 
 
-def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpoint], dict[str, float]]:
+def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpoint], dict[str, float | None]]:
     """Each planned run in `out / method`, in order (the teacher first); finished runs are reused, unfinished ones
-    continued."""
-    runs, seconds = {}, {}
+    continued. The seconds each took in this call; None for a run finished by an earlier call."""
+    runs: dict[str, Checkpoint] = {}
+    seconds: dict[str, float | None] = {}
     for method, config in configs.items():
         tic = time.perf_counter()
         folder = out / method
+        if holds_run(folder) and list_checkpoints(folder) and load_checkpoint(folder).step >= config.train.total_steps:
+            runs[method], seconds[method] = load_checkpoint(folder), None
+            continue
         if not holds_run(folder):
             train(config, folder)
         elif not list_checkpoints(folder):  # it stopped before its first checkpoint: start it again
@@ -78,6 +82,13 @@ def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpo
             runs[method] = load_checkpoint(folder)
         seconds[method] = time.perf_counter() - tic
     return runs, seconds
+
+
+def training_time(seconds: dict[str, float | None]) -> str:
+    """The report's line of training times; a reused run says so instead of its (near zero) time in this call."""
+    times = ", ".join(f"{m} {'reused' if s is None else f'{s:.0f} s'}" for m, s in seconds.items())
+    reused = " (reused: trained by an earlier call into the same folder)" if None in seconds.values() else ""
+    return f"Training time: {times}{reused}"
 
 
 def uniform_disc(num_points: int, radius: float, seed: int = 0) -> torch.Tensor:
@@ -206,7 +217,7 @@ def toy_section(out: Path, quick: bool, configs: dict[str, Config]) -> tuple[lis
         "mixture), over the training grid, relative to the data's standard deviation: "
         + ", ".join(f"{LABELS[m]} {e.mean / scale:.3f}" for m, e in errors.items() if e is not None),
         "",
-        "Training time: " + ", ".join(f"{m} {s:.0f} s" for m, s in seconds.items()),
+        training_time(seconds),
         "",
         f"![2-D samples](toy/{picture.name})",
         "",
@@ -268,12 +279,14 @@ def digits_section(out: Path, quick: bool, configs: dict[str, Config]) -> tuple[
         *[f"| {s.label} | {s.nfe} | {s.fd:.2f} | {s.precision:.3f} | {s.recall:.3f} |" for s in scores],
         f"| data floor (train vs held-out) | – | {floor.fd:.2f} | {floor.precision:.3f} | {floor.recall:.3f} |",
         "",
-        "Training time: " + ", ".join(f"{m} {s:.0f} s" for m, s in seconds.items()),
+        training_time(seconds),
         "",
         f"![digit samples](digits/{picture.name})",
         "",
     ]
-    return lines, {"metric": metric, "scores": [s.to_dict() for s in scores], "data_floor": floor.to_dict()}
+    return lines, {
+        "metric": metric, "scores": [s.to_dict() for s in scores], "data_floor": floor.to_dict(), "seconds": seconds
+    }  # fmt: skip
 
 
 def cores() -> int:
@@ -315,6 +328,8 @@ def run_demo(out: str | Path, quick: bool = False) -> Path:
         pool.close()  # let the second process exit by itself, cleaning up after the libraries it used
         pool.join()
     minutes = (time.perf_counter() - tic) / 60
-    header = ["# torch-consistency demo", "", f"Whole job: {minutes:.1f} minutes on this machine.", ""]
+    reused = None in [*toy_results["seconds"].values(), *digits_results["seconds"].values()]
+    whole = f"Whole job: {minutes:.1f} minutes on this machine" + (", reusing runs trained earlier." if reused else ".")
+    header = ["# torch-consistency demo", "", whole, ""]
     write_json_atomic(out / "results.json", {"toy": toy_results, "digits": digits_results, "minutes": minutes})
     return write_text_atomic(out / "report.md", "\n".join([*header, *toy_lines, *digits_lines]))

@@ -21,12 +21,12 @@ from torch_consistency.evaluation.evaluate import Score
 
 def test_verdicts_say_met_or_by_how_much_a_target_is_missed():
     assert verdict(1.5, 1.5) == "met" and verdict(0.4, 1.25) == "met"
-    assert verdict(3.3, 1.5) == "missed (2.2× the target)"
+    assert verdict(3.3, 1.5) == "missed (2.20× the target)"
     rows = targets_table({"CD 1-step": 3.3, "CD 2-step": 1.0, "CT 1-step": 2.6, "iCT 1-step": 9.0})
     cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:5]] for row in rows[2:]}
-    assert cells["CD 1-step"] == ["3.30", f"≤ {TARGETS['CD 1-step']:g}", "missed (2.2× the target)"]
+    assert cells["CD 1-step"] == ["3.30", f"≤ {TARGETS['CD 1-step']:g}", "missed (2.20× the target)"]
     assert cells["CD 2-step"] == ["1.00", "≤ 1.25", "met"]
-    assert cells["CT 1-step"][2] == "missed (1.0× the target)"  # 2.6 > 2.5, however slightly
+    assert cells["CT 1-step"][2] == "missed (1.04× the target)"  # 2.6 > 2.5, however slightly
     assert cells["iCT 1-step"] == ["9.00", "–", "–"]  # no target: no verdict
 
 

@@ -134,6 +134,12 @@ ARMS: dict[str, Arm] = {
     # mnist_ct at its new rate for about the teacher's time (its bundled 3000 steps would take about 75 CPU-minutes,
     # more than the teacher's 71.5): does CT, like iCT, keep improving, and how far does it get at 2 steps?
     "CT 2600 steps": Arm("ct", ["optim.lr=1.2e-3"], 2600, "training length", checkpoints=4),
+    # The two best 2-step runs at the searched σ together: N = 10 with 4 teacher substeps (at its plateau by step 600:
+    # 800 steps were no better) with twice the batch (4 % lower than the recipe's batch at the searched σ), 480 steps,
+    # about the teacher's 71.5 CPU-minutes. Does less gradient noise lower the substeps run's plateau?
+    "CD N=10, 4 teacher substeps, batch 128, mean of weights": Arm(
+        "cd", [*N10_SUBSTEPS, "optim.batch_size=128"], 480, "batch size", CD, checkpoints=4
+    ),
 }
 
 
@@ -153,6 +159,7 @@ CD_RECIPES = (
     "CD dropout 0.1, N 6→18, mean of weights",
     "CD dropout 0.3, N 6→18, mean of weights",
     "CD N=10, 4 teacher substeps, mean of weights, 800 steps",
+    "CD N=10, 4 teacher substeps, batch 128, mean of weights",
 )
 CT_FAMILY = (
     "CT",

@@ -1,5 +1,5 @@
-"""How much of the demo's 2-D MMD is the measure's own noise: each model of a `cm demo` run sampled with four seeds,
-its unbiased MMD² against 10,000 held-out points (a fresh set per seed) and against the data's exact law (10,000
+"""How much of the demo's 2-D MMD is the measure's own noise: each model of a `cm demo` run sampled with several
+seeds, its unbiased MMD² against 10,000 held-out points (a fresh set per seed) and against the data's exact law (10,000
 samples, and 40,000 with their pairs in blocks of 10,000). Prints the mean and spread over the seeds, in units of the
 teacher's MMD² (Heun, 79 NFE) under the same measure, and the ratios of MMD the demo reports.
 

@@ -69,8 +69,9 @@ def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpo
     for method, config in configs.items():
         tic = time.perf_counter()
         folder = out / method
-        if holds_run(folder) and list_checkpoints(folder) and load_checkpoint(folder).step >= config.train.total_steps:
-            runs[method], seconds[method] = load_checkpoint(folder), None
+        saved = load_checkpoint(folder) if holds_run(folder) and list_checkpoints(folder) else None
+        if saved is not None and saved.step >= config.train.total_steps:
+            runs[method], seconds[method] = saved, None
             continue
         if not holds_run(folder):
             train(config, folder)

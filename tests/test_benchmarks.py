@@ -6,11 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.training.loop import train
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from mmd_noise import ratio_of_means  # noqa: E402
 
 
 def run_script(name: str, *args) -> subprocess.CompletedProcess:
@@ -72,3 +76,10 @@ def test_consistency_error_benchmark_writes_every_row_and_the_summary_from_its_r
     verdicts = next(line for line in report.splitlines() if line.startswith("CD (distilling"))
     assert verdicts.count(toy_label) == 1  # within 2× of CD or beyond it, not both
     assert "benchmarks/consistency_error.py --steps 4" in report
+
+
+def test_the_noise_studys_ratio_of_means_and_its_delta_method_error():
+    # model MMD² 3, 5 (mean 4, variance 2), teacher 1.5, 1, 0.5 (mean 1, variance 0.25): √(4 / 1) = 2, and
+    # se = ½ · 2 · √(2 / (2 · 4²) + 0.25 / (3 · 1²)) = √(0.0625 + 0.083333...) = 0.381881...
+    ratio, error = ratio_of_means([3.0, 5.0], [1.5, 1.0, 0.5])
+    assert ratio == pytest.approx(2.0) and error == pytest.approx(0.3818813, rel=1e-6)

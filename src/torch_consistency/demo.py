@@ -73,15 +73,11 @@ def train_runs(configs: dict[str, Config], out: Path) -> tuple[dict[str, Checkpo
         if saved is not None and saved.step >= config.train.total_steps:
             runs[method], seconds[method] = saved, None
             continue
-        if not holds_run(folder):
+        if holds_run(folder):  # unfinished, or stopped before its first checkpoint (it then starts again)
+            train(None, folder, resume=True)
+        else:
             train(config, folder)
-        elif not list_checkpoints(folder):  # it stopped before its first checkpoint: start it again
-            train(None, folder, resume=True)
-        runs[method] = load_checkpoint(folder)
-        if runs[method].step < config.train.total_steps:
-            train(None, folder, resume=True)
-            runs[method] = load_checkpoint(folder)
-        seconds[method] = time.perf_counter() - tic
+        runs[method], seconds[method] = load_checkpoint(folder), time.perf_counter() - tic
     return runs, seconds
 
 

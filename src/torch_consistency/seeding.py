@@ -24,4 +24,4 @@ def step_generator(seed: int, step: int, stream: int, device: torch.device | str
 def batch_generator(seed: int, batch: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of batch `batch` of a sampling or editing call with `seed`: mixed from both, so that the batches
     of nearby seeds share no noise (seed + batch would give seed 2's first batch to seed 1's second)."""
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, batch, STREAM_SAMPLE))
+    return step_generator(seed, batch, STREAM_SAMPLE, device)

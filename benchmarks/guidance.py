@@ -14,8 +14,13 @@ the requested-label rate of the evaluation classifier and FD_classifier against 
 number of samples of every class. Checks the goals (student label rate within 2 points of its teacher's at each w,
 student FD within 1.5× of the teacher's; class-conditional CD's 1-step label rate ≥ 95 %) and prints them.
 Writes OUT/README.md (tables, goals, command), OUT/results.json and OUT/samples.png (rows per w and model).
-The teacher's rows, most of the time, are kept in RUNS/cache under a hash of its weights and the sampling settings, so
-a rerun for a new student samples only the students.
+The teacher's rows, most of the time, are kept in RUNS/cache (or --cache) under a hash of its weights and the sampling
+settings, so a rerun for a new student samples only the students. A variant of the guided student, trained in its own
+--runs from the same --teacher and scored against the same --cache:
+
+    python benchmarks/guidance.py --data ../shared/data/mnist --teacher runs/guidance/mnist/teacher-cfg \
+        --cache runs/guidance/mnist/cache --runs runs/guidance/variant --skip-plain-cd \
+        --student-set cd.conditional_fraction=0.2 --out docs/results/guidance/variant
 """
 
 import argparse
@@ -96,11 +101,15 @@ def main() -> None:
     parser.add_argument("--skip-plain-cd", action="store_true", help="do not train the unguided class-conditional CD")
     parser.add_argument("--device", default="cpu", help="where to sample: cpu, cuda ... (training: train.device)")
     parser.add_argument("--runs", type=Path, help="training runs (default runs/guidance/mnist or runs/guidance/quick)")
+    parser.add_argument("--cache", type=Path, help="the classifier, reference and teacher rows (default RUNS/cache)")
+    parser.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of the guided student's config (repeatable): a variant to compare")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if not args.quick and not args.data:
         parser.error("--data MNIST_FOLDER is needed (or --quick for the digits check)")
     runs = args.runs or Path("runs/guidance") / ("quick" if args.quick else "mnist")
+    cache = args.cache or runs / "cache"
     num = args.num or (200 if args.quick else 2000)
     levels = args.teacher_levels or (3 if args.quick else 18)
     base = QUICK if args.quick else [f"data.path={args.data}"]
@@ -111,7 +120,7 @@ def main() -> None:
 
     tic = time.perf_counter()
     teacher_dir = args.teacher or train_or_reuse(config("mnist_teacher_cfg", "teacher"), runs / "teacher-cfg")
-    configs = {"guided CD": config("mnist_cd_cfg", "cd", f"cd.teacher={teacher_dir}")}
+    configs = {"guided CD": config("mnist_cd_cfg", "cd", f"cd.teacher={teacher_dir}", *args.student_set)}
     if not args.skip_plain_cd:
         configs["CD"] = config("mnist_cd", "cd", f"cd.teacher={teacher_dir}")
     folders = {"guided CD": "cd-cfg", "CD": "cd"}
@@ -125,10 +134,10 @@ def main() -> None:
     data = teacher.config.data
     train_split, holdout = build_dataset(data), build_dataset(dataclasses.replace(data, split="holdout"))
     settings = ClassifierSettings(epochs=2) if args.quick else ClassifierSettings()
-    trained = load_or_train_classifier(build_dataset(dataclasses.replace(data, holdout_fraction=0.0)), runs / "cache",
+    trained = load_or_train_classifier(build_dataset(dataclasses.replace(data, holdout_fraction=0.0)), cache,
                                        settings)  # fmt: skip
     extractor = classifier_extractor(trained)
-    reference = prepare_reference(extractor, holdout.to_float(holdout.images), runs / "cache", holdout.name)
+    reference = prepare_reference(extractor, holdout.to_float(holdout.images), cache, holdout.name)
     floor_count = min(len(train_split), len(holdout), num)
     floor = score_images("data floor", train_split.to_float(train_split.images[:floor_count]), 0, reference, extractor)
 
@@ -137,7 +146,7 @@ def main() -> None:
 
     def score(model: str, checkpoint, w: float | None, **options) -> None:
         steps = options.get("steps")
-        kept = teacher_row_path(runs / "cache", digest, w, num, levels, args.device) if model == "teacher" else None
+        kept = teacher_row_path(cache, digest, w, num, levels, args.device) if model == "teacher" else None
         if kept is not None and kept.exists():
             row, one_per_class = read_row(kept)
         else:
@@ -173,6 +182,8 @@ def main() -> None:
         "guidance_range": [checkpoints["guided CD"].config.cd.guidance_min,
                            checkpoints["guided CD"].config.cd.guidance_max],
         "unconditional_fraction": checkpoints["guided CD"].config.cd.unconditional_fraction,
+        "conditional_fraction": checkpoints["guided CD"].config.cd.conditional_fraction,
+        "student_overrides": args.student_set,
         "rows": rows, "data_floor": floor.fd, "goals": goals, "quick": args.quick,
         "minutes": (time.perf_counter() - tic) / 60,
     }  # fmt: skip
@@ -221,6 +232,10 @@ def report(results: dict) -> str:
     fraction = results.get("unconditional_fraction", 0.0)
     unconditional = (f", a share {fraction:g} of them at w = 0 exactly (D_∅), where the student is given the null "
                      "class instead of the label, in training and sampling" if fraction > 0 else "")  # fmt: skip
+    if (conditional := results.get("conditional_fraction", 0.0)) > 0:
+        unconditional += f", a share {conditional:g} at w = 1 exactly (D_c)"
+    if results.get("student_overrides"):
+        unconditional += f" (the bundled mnist_cd_cfg with {', '.join(results['student_overrides'])})"
     quick = " **(--quick: a tiny budget on digits; these numbers check the pipeline, they measure nothing)**"
     lines = [
         "# Classifier-free guidance distilled into a consistency model" + (quick if results["quick"] else ""),

@@ -258,24 +258,30 @@ def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
         assert not unet.time_embedding._forward_pre_hooks
 
 
-def test_the_unconditional_fraction_sets_w_to_zero_where_a_last_drawn_uniform_is_below_it():
-    """w ~ U[0, 4) from the stream as without the fraction, then w = 0 exactly where u < p for u ~ U[0, 1) drawn
-    after everything else; the teacher step at those samples follows D_∅."""
-    fraction, batch, seed = 0.3, 4000, 11
-    config = cd_config("cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4",
-                       f"cd.unconditional_fraction={fraction}")  # fmt: skip
+@pytest.mark.parametrize(("unconditional", "conditional"), [(0.3, 0.0), (0.3, 0.2), (0.0, 0.25)])
+def test_the_anchor_fractions_set_w_to_zero_then_one_where_a_last_drawn_uniform_falls(unconditional, conditional):
+    """w ~ U[0, 4) from the stream as without the fractions, then w = 0 exactly where u < p_∅ and w = 1 exactly where
+    p_∅ ≤ u < p_∅ + p_c, for u ~ U[0, 1) drawn after everything else; the teacher step at those samples follows D_∅
+    and D_c."""
+    batch, seed = 4000, 11
+    fractions = (f"cd.unconditional_fraction={unconditional}", f"cd.conditional_fraction={conditional}")
+    config = cd_config("cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4", *fractions)
     plain = ConsistencyDistillation(cd_config("cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4"),
                                     class_oracle, num_classes=NULL)  # fmt: skip
     method = ConsistencyDistillation(config, class_oracle, num_classes=NULL)
     draws = method.draw(2, batch, (3,), torch.Generator().manual_seed(seed))
-    stream = torch.Generator().manual_seed(seed)  # replayed: the draws without the fraction, then one uniform
+    stream = torch.Generator().manual_seed(seed)  # replayed: the draws without the fractions, then one uniform
     before = plain.draw(2, batch, (3,), stream)
     uniform = torch.rand(batch, generator=stream)
     assert torch.equal(draws["index"], before["index"]) and torch.equal(draws["noise"], before["noise"])
-    zero = uniform < fraction
+    zero = uniform < unconditional
+    one = (uniform >= unconditional) & (uniform < unconditional + conditional)
+    rest = ~zero & ~one
     assert torch.equal(draws["guidance"][zero], torch.zeros(int(zero.sum())))
-    assert torch.equal(draws["guidance"][~zero], before["guidance"][~zero])
-    assert abs(zero.double().mean().item() - fraction) < 4 * math.sqrt(fraction * (1 - fraction) / batch)
+    assert torch.equal(draws["guidance"][one], torch.ones(int(one.sum())))
+    assert torch.equal(draws["guidance"][rest], before["guidance"][rest])
+    for share, fraction in ((zero, unconditional), (one, conditional)):
+        assert abs(share.double().mean().item() - fraction) <= 4 * math.sqrt(fraction * (1 - fraction) / batch)
 
     seen = []
 
@@ -286,15 +292,13 @@ def test_the_unconditional_fraction_sets_w_to_zero_where_a_last_drawn_uniform_is
     labels, x0 = torch.arange(batch) % NULL, MEANS[torch.arange(batch) % NULL].float()
     method.loss(network, network, x0, draws, 2, labels=labels)
     (x_sigma, sigma), (x_next, sigma_next) = seen
-    x, s, s_next = x_sigma[zero].double(), sigma[zero].double(), sigma_next[zero].double()
-
-    def unconditional(x, s):  # D_∅: the equal mixture's denoiser
-        return class_oracle(x, s, torch.full((len(x),), NULL))
-
-    euler = x + (s_next - s)[:, None] * (x - unconditional(x, s)) / s[:, None]
-    slope_next = (euler - unconditional(euler, s_next)) / s_next[:, None]
-    heun = x + (s_next - s)[:, None] * ((x - unconditional(x, s)) / s[:, None] + slope_next) / 2
-    assert torch.allclose(x_next[zero].double(), heun, rtol=1e-5, atol=1e-5)
+    anchors = ((zero, torch.full((batch,), NULL)), (one, labels))  # D_∅ (the equal mixture's denoiser), D_c
+    for anchor, label in (pair for pair in anchors if pair[0].any()):
+        x, s, s_next, c = x_sigma[anchor].double(), sigma[anchor].double(), sigma_next[anchor].double(), label[anchor]
+        euler = x + (s_next - s)[:, None] * (x - class_oracle(x, s, c)) / s[:, None]
+        slope_next = (euler - class_oracle(euler, s_next, c)) / s_next[:, None]
+        heun = x + (s_next - s)[:, None] * ((x - class_oracle(x, s, c)) / s[:, None] + slope_next) / 2
+        assert torch.allclose(x_next[anchor].double(), heun, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "unet"])
@@ -331,6 +335,11 @@ def test_with_an_unconditional_fraction_the_student_sees_the_null_class_exactly_
          "needs cd.guidance = 'input' and cd.guidance_min = 0"),
         (["cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4", "cd.unconditional_fraction=1"],
          "cd.unconditional_fraction must lie in [0, 1)"),
+        (["cd.guidance=input", "cd.guidance_min=1.5", "cd.guidance_max=4", "cd.conditional_fraction=0.2"],
+         "needs cd.guidance = 'input' and cd.guidance_min ≤ 1 ≤ cd.guidance_max"),
+        (["cd.conditional_fraction=0.2"], "needs cd.guidance = 'input'"),
+        (["cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4", "cd.unconditional_fraction=0.5",
+          "cd.conditional_fraction=0.5"], "must stay below 1, got 1"),
         (["network.class_conditional=false", "teacher.label_dropout=0.2"], "needs network.class_conditional"),
         (["cd.guidance=cfg"], "cd.guidance = 'cfg' is unknown"),
         (["cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=2"], "give a range"),

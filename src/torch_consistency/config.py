@@ -99,6 +99,9 @@ class DistillationConfig:
     # student sees the null class ∅ wherever w = 0 (in training and sampling), so w = 0 is the teacher's unconditional
     # D_∅ whatever label is asked for, as it is for the teacher. 0: the labels are never replaced.
     unconditional_fraction: float = 0.0
+    # guidance = input with guidance_min ≤ 1 ≤ guidance_max: this fraction of the samples is distilled at w = 1
+    # exactly, the teacher's conditional D_c (after the unconditional fraction: together they stay below 1)
+    conditional_fraction: float = 0.0
 
 
 @dataclass
@@ -179,6 +182,7 @@ class SCMConfig:
     guidance_min: float = 1.0
     guidance_max: float = 1.0
     unconditional_fraction: float = 0.0  # as cd.unconditional_fraction
+    conditional_fraction: float = 0.0  # as cd.conditional_fraction
 
 
 @dataclass
@@ -361,6 +365,7 @@ RANGES: dict[str, str] = {
     "teacher.label_dropout": "[0, 1)", "cd.guidance_min": "[0, inf)", "cd.guidance_max": "[0, inf)",
     "scm.guidance_min": "[0, inf)", "scm.guidance_max": "[0, inf)", "sampling.guidance": "[0, inf)",
     "cd.unconditional_fraction": "[0, 1)", "scm.unconditional_fraction": "[0, 1)",
+    "cd.conditional_fraction": "[0, 1)", "scm.conditional_fraction": "[0, 1)",
     "sampling.teacher_steps": "[2, inf)", "sampling.sigmas_2": "(0, inf)", "sampling.sigmas_3": "(0, inf)",
 }  # fmt: skip
 

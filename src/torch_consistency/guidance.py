@@ -65,9 +65,12 @@ def guidance_scales(uniform: torch.Tensor, w_min: float, w_max: float) -> torch.
     return w_min + (w_max - w_min) * uniform
 
 
-def with_unconditional(w: torch.Tensor, uniform: torch.Tensor, fraction: float) -> torch.Tensor:
-    """w ← 0 where u < p, u ~ U[0, 1) per sample: the share p of a guided student's samples distilled from D_∅."""
-    return torch.where(uniform < fraction, torch.zeros_like(w), w)
+def with_anchors(w: torch.Tensor, uniform: torch.Tensor, unconditional: float, conditional: float) -> torch.Tensor:
+    """w ← 0 where u < p_∅ and w ← 1 where p_∅ ≤ u < p_∅ + p_c, u ~ U[0, 1) per sample: the shares of a guided
+    student's samples distilled from D_∅ and from D_c exactly, the two ends of guidance that a w drawn from a range
+    almost never hits."""
+    w = torch.where(uniform < unconditional, torch.zeros_like(w), w)
+    return torch.where((uniform >= unconditional) & (uniform < unconditional + conditional), torch.ones_like(w), w)
 
 
 def unguided_labels(labels: torch.Tensor, w: torch.Tensor, null_label: int) -> torch.Tensor:

@@ -186,6 +186,13 @@ def _validate_guidance(config: Config) -> None:
             _require(section.guidance == "input" and low == 0,
                      f"{name}.unconditional_fraction distils w = 0 as the unconditional model: it needs "
                      f"{name}.guidance = 'input' and {name}.guidance_min = 0")  # fmt: skip
+        if section.conditional_fraction > 0:
+            _require(section.guidance == "input" and low <= 1 <= high,
+                     f"{name}.conditional_fraction distils w = 1 as the conditional model: it needs "
+                     f"{name}.guidance = 'input' and {name}.guidance_min ≤ 1 ≤ {name}.guidance_max")  # fmt: skip
+            _require(section.unconditional_fraction + section.conditional_fraction < 1,
+                     f"{name}.unconditional_fraction + {name}.conditional_fraction must stay below 1, got "
+                     f"{section.unconditional_fraction + section.conditional_fraction:g}")  # fmt: skip
     _require(
         config.train.method != "scm" or config.scm.guidance == "none" or config.scm.mode == "scd",
         "scm.guidance distils a guided teacher: it needs scm.mode = 'scd'",

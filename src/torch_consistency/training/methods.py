@@ -16,7 +16,7 @@ import torch
 
 from ..config import Config, DistillationConfig, SCMConfig
 from ..distances import Distance, distance
-from ..guidance import drop_labels, guidance_scales, guided_denoiser, with_unconditional
+from ..guidance import drop_labels, guidance_scales, guided_denoiser, with_anchors
 from ..objectives import (
     consistency_distillation_loss,
     consistency_training_loss,
@@ -50,15 +50,15 @@ def conditioned(
 
 def draw_guidance(section: DistillationConfig | SCMConfig, batch: int, generator: torch.Generator) -> Draws:
     """A guided student with a w input: w ~ U[guidance_min, guidance_max] per sample, drawn after the method's other
-    draws (so the streams of unguided runs are unchanged), then w = 0 for the unconditional fraction (uniforms drawn
-    last, only when it is > 0); nothing otherwise."""
+    draws (so the streams of unguided runs are unchanged), then w = 0 for the unconditional fraction and w = 1 for the
+    conditional one (one uniform per sample drawn last, only when either is > 0); nothing otherwise."""
     if section.guidance != "input":
         return {}
     uniform = torch.rand((batch,), generator=generator, device=generator.device)
     w = guidance_scales(uniform, section.guidance_min, section.guidance_max)
-    if section.unconditional_fraction > 0:
-        w = with_unconditional(w, torch.rand((batch,), generator=generator, device=generator.device),
-                               section.unconditional_fraction)  # fmt: skip
+    if section.unconditional_fraction > 0 or section.conditional_fraction > 0:
+        w = with_anchors(w, torch.rand((batch,), generator=generator, device=generator.device),
+                         section.unconditional_fraction, section.conditional_fraction)  # fmt: skip
     return {"guidance": w}
 
 

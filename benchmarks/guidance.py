@@ -102,8 +102,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where to sample: cpu, cuda ... (training: train.device)")
     parser.add_argument("--runs", type=Path, help="training runs (default runs/guidance/mnist or runs/guidance/quick)")
     parser.add_argument("--cache", type=Path, help="the classifier, reference and teacher rows (default RUNS/cache)")
-    parser.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override of the guided student's config (repeatable): a variant to compare")
+    parser.add_argument(
+        "--student-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override of the guided student's config (repeatable): a variant to compare",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if not args.quick and not args.data:

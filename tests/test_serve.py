@@ -324,8 +324,11 @@ def test_concurrent_requests_queue_for_one_model_while_the_page_stays_responsive
         assert all(r.status_code == 200 for r in generated) and info.status_code == 200
         spans = sorted((r.json()["started"], r.json()["finished"]) for r in generated)
         assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
-        running = [finished for started, finished in spans if started <= asked <= finished]
-        assert running and answered < running[0]  # answered while a batch was being computed, not after it
+        pending = [finished for started, finished in spans if finished > asked]  # running or queued when asked
+        assert len(pending) >= 2, spans  # the queue still had work when the page asked
+        # answered before the next batch ended, not behind the queue; one batch boundary may pass while the answer
+        # travels (the batch running when it asked may be near its end)
+        assert answered < pending[1], (asked, answered, spans)
         again = client.post("/api/generate", json={**heavy, "seed": 3}).json()
         assert again["images"] == next(
             r.json()["images"] for r in generated if r.json()["settings"]["request"]["seed"] == 3

@@ -19,8 +19,8 @@ settings, so a rerun for a new student samples only the students. A variant of t
 --runs from the same --teacher and scored against the same --cache:
 
     python benchmarks/guidance.py --data ../shared/data/mnist --teacher runs/guidance/mnist/teacher-cfg \
-        --cache runs/guidance/mnist/cache --runs runs/guidance/variant --skip-plain-cd \
-        --student-set cd.conditional_fraction=0.2 --out docs/results/guidance/variant
+        --cache runs/guidance/mnist/cache --runs runs/guidance/anchor --skip-plain-cd \
+        --student-set cd.conditional_fraction=0.2 --out docs/results/guidance/conditional-share
 """
 
 import argparse

@@ -258,6 +258,34 @@ def test_the_students_w_input_changes_its_output_and_starts_at_zero(kind):
         assert not unet.time_embedding._forward_pre_hooks
 
 
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_the_w_embedding_learns_at_its_multiple_of_the_learning_rate(scale):
+    """Adam's first step moves each weight by lr·|g|/(|g| + ε), within 1 % of lr where |g| > 1e-6: by
+    optim.guidance_lr_scale × the schedule's lr (here the warm-up's lr/3) for the w embedding, by lr for the rest."""
+    from torch_consistency.training.trainer import Trainer
+
+    lr = 1e-3
+    config = cd_config(
+        "cd.guidance=input", "cd.guidance_min=0", "cd.guidance_max=4", "optim.optimizer=adam", f"optim.lr={lr}",
+        "optim.warmup_steps=3", f"optim.guidance_lr_scale={scale}", "network.embedding_dim=16",
+    )  # fmt: skip
+    method = ConsistencyDistillation(config, class_oracle, num_classes=NULL)
+    torch.manual_seed(0)
+    trainer = Trainer.create(config, method, (3,), NULL, torch.device("cpu"))
+    assert len(trainer.optimizer.param_groups) == (1 if scale == 1 else 2)  # unscaled runs resume as before
+    x0, labels = MEANS[torch.arange(64) % NULL].float(), torch.arange(64) % NULL
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.step(0, x0, labels, method.draw(0, 64, (3,), torch.Generator().manual_seed(0)))
+    moves: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for name, p in trainer.model.named_parameters():
+        delta = (p.detach() - before[name]).abs()
+        moves["guidance_embedding." in name].append(delta[delta > 1e-9])
+    w_moves, rest_moves = torch.cat(moves[True]), torch.cat(moves[False])
+    assert w_moves.numel() > 100 and rest_moves.numel() > 100
+    assert torch.median(w_moves).item() == pytest.approx(scale * lr / 3, rel=1e-2)
+    assert torch.median(rest_moves).item() == pytest.approx(lr / 3, rel=1e-2)
+
+
 @pytest.mark.parametrize(("unconditional", "conditional"), [(0.3, 0.0), (0.3, 0.2), (0.0, 0.25)])
 def test_the_anchor_fractions_set_w_to_zero_then_one_where_a_last_drawn_uniform_falls(unconditional, conditional):
     """w ~ U[0, 4) from the stream as without the fractions, then w = 0 exactly where u < p_∅ and w = 1 exactly where
@@ -349,6 +377,8 @@ def test_with_an_unconditional_fraction_the_student_sees_the_null_class_exactly_
         (["train.method=cd", "cd.teacher=x", "cd.guidance=input", "cd.guidance_min=2", "cd.guidance_max=4"],
          "outside the trained range"),
         (["sampling.guidance=-1"], "sampling.guidance must lie in [0, inf)"),
+        (["train.method=cd", "cd.teacher=x", "optim.guidance_lr_scale=10"], "guidance_lr_scale scales the learning"),
+        (["optim.guidance_lr_scale=0"], "optim.guidance_lr_scale must lie in (0, inf)"),
     ],
 )  # fmt: skip
 def test_bad_guidance_settings_are_one_line_config_errors(overrides, message):

@@ -338,7 +338,7 @@ def test_averages_are_frozen_copies_saved_under_their_names():
 def test_the_optimizer_is_the_configured_one_with_its_settings(kind):
     config = tiny_config(f"optim.optimizer={kind}", "optim.lr=0.003", "optim.beta1=0.8", "optim.beta2=0.95",
                          "optim.weight_decay=0.01")  # fmt: skip
-    optimizer = build_optimizer(config, [torch.nn.Parameter(torch.zeros(2))])
+    optimizer = build_optimizer(config, torch.nn.Linear(2, 1))
     assert type(optimizer) is {"radam": torch.optim.RAdam, "adam": torch.optim.Adam}[kind]
     assert optimizer.defaults["lr"] == 0.003 and optimizer.defaults["betas"] == (0.8, 0.95)
     assert optimizer.defaults["weight_decay"] == 0.01

@@ -198,6 +198,9 @@ class OptimConfig:
     decay: str = "none"  # none | cosine: after the warm-up, lr·(1 + cos(π·progress))/2, reaching 0 at the run's end
     grad_clip: float = 0.0  # 0 = no clipping
     batch_size: int = 256
+    # a guided student's w embedding learns at this multiple of the learning rate (it starts at zero, and at 1× the
+    # student follows the w-average of its targets for hundreds of steps before it tells w apart)
+    guidance_lr_scale: float = 1.0
 
 
 @dataclass
@@ -353,6 +356,7 @@ RANGES: dict[str, str] = {
     "data.resolution": "[0, inf)", "data.channels": "[1, 3]", "data.holdout_fraction": "[0, 1)",
     "optim.lr": "(0, inf)", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": "[0, inf)",
     "optim.warmup_steps": "[0, inf)", "optim.grad_clip": "[0, inf)", "optim.batch_size": "[1, inf)",
+    "optim.guidance_lr_scale": "(0, inf)",
     "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
     "cd.num_points": "[2, inf)", "cd.grow_from": "[0, inf)", "cd.target_ema": "[0, 1)",
     "cd.teacher_substeps": "[1, inf)",

@@ -197,6 +197,11 @@ def _validate_guidance(config: Config) -> None:
         config.train.method != "scm" or config.scm.guidance == "none" or config.scm.mode == "scd",
         "scm.guidance distils a guided teacher: it needs scm.mode = 'scd'",
     )
+    _require(
+        config.optim.guidance_lr_scale == 1 or has_guidance_input(config),
+        "optim.guidance_lr_scale scales the learning rate of a guided student's w embedding: it needs "
+        "cd.guidance = 'input' (train.method = cd) or scm.guidance = 'input' (sCD)",
+    )
     if has_guidance_input(config):
         section = guidance_section(config)
         assert section is not None  # has_guidance_input: a cd or scd section

@@ -15,11 +15,18 @@ from .ema import ema_copy, ema_label, ema_update
 from .methods import Draws, Method
 
 
-def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
-    """RAdam (the paper's) or Adam."""
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """RAdam (the paper's) or Adam over `model`'s parameters; when optim.guidance_lr_scale ≠ 1 the guidance
+    embedding's parameters form a second group whose learning rate is that multiple of the schedule's."""
     o = config.optim
     kind = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
-    return kind(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    named = list(model.named_parameters())
+    scaled = [p for name, p in named if "guidance_embedding." in name] if o.guidance_lr_scale != 1 else []
+    rest = [p for _, p in named if not any(p is q for q in scaled)]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if scaled:
+        groups.append({"params": scaled, "lr_scale": o.guidance_lr_scale})
+    return kind(groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
 def learning_rate(config: Config, step: int) -> float:
@@ -89,7 +96,7 @@ class Trainer:
             if config.train.precision == "bf16"
             else nullcontext
         )
-        return cls(config, method, model, target, emas, build_optimizer(config, model.parameters()), autocast=autocast)
+        return cls(config, method, model, target, emas, build_optimizer(config, model), autocast=autocast)
 
     @property
     def network(self) -> nn.Module:
@@ -118,7 +125,7 @@ class Trainer:
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, step)
+            group["lr"] = learning_rate(self.config, step) * group.get("lr_scale", 1.0)
         self.optimizer.step()
         if self.target is not None:
             ema_update(self.target, self.model, self.method.target_rate(step))

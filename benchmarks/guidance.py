@@ -6,8 +6,8 @@ and class-conditional CD's requested-label rate (issue 11 D4).
 
 Trains (or reuses, in --runs) a class-conditional teacher with label dropout (bundled config mnist_teacher_cfg), a
 guided CD student that takes w as an input (mnist_cd_cfg: its teacher steps follow D_w = D_∅ + w·(D_c − D_∅) with
-w ~ U[0, 4] per sample, a fifth of them at w = 0 exactly, where the student sees the null class) and a plain
-class-conditional CD student (mnist_cd from the same teacher, following D_c).
+w ~ U[0, 4] per sample, a fifth of them at w = 0 exactly, where the student sees the null class, and a fifth at w = 1
+exactly) and a plain class-conditional CD student (mnist_cd from the same teacher, following D_c).
 For w ∈ {0 (unconditional), 1 (conditional), 2, 4} it scores the guided teacher (Heun, 18 levels: 35 evaluations per
 pass, 70 with CFG's two passes) and the guided student at 1 and 2 steps, and the plain CD student at 1 and 2 steps:
 the requested-label rate of the evaluation classifier and FD_classifier against the held-out half, with an equal
@@ -19,8 +19,8 @@ settings, so a rerun for a new student samples only the students. A variant of t
 --runs from the same --teacher and scored against the same --cache:
 
     python benchmarks/guidance.py --data ../shared/data/mnist --teacher runs/guidance/mnist/teacher-cfg \
-        --cache runs/guidance/mnist/cache --runs runs/guidance/anchor --skip-plain-cd \
-        --student-set cd.conditional_fraction=0.2 --out docs/results/guidance/conditional-share
+        --cache runs/guidance/mnist/cache --runs runs/guidance/no-share --skip-plain-cd \
+        --student-set cd.conditional_fraction=0 --out docs/results/guidance/without-conditional-share
 """
 
 import argparse

@@ -20,13 +20,14 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     embedding's parameters form a second group whose learning rate is that multiple of the schedule's."""
     o = config.optim
     kind = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
-    named = list(model.named_parameters())
-    scaled = [p for name, p in named if "guidance_embedding." in name] if o.guidance_lr_scale != 1 else []
-    rest = [p for _, p in named if not any(p is q for q in scaled)]
-    groups = [{"params": rest, "lr_scale": 1.0}]
-    if scaled:
-        groups.append({"params": scaled, "lr_scale": o.guidance_lr_scale})
-    return kind(groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        scale = o.guidance_lr_scale if "guidance_embedding." in name else 1.0
+        groups.setdefault(scale, []).append(parameter)
+    return kind(
+        [{"params": params, "lr_scale": scale} for scale, params in groups.items()],
+        lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+    )  # fmt: skip
 
 
 def learning_rate(config: Config, step: int) -> float:

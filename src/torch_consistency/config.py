@@ -198,8 +198,9 @@ class OptimConfig:
     decay: str = "none"  # none | cosine: after the warm-up, lr·(1 + cos(π·progress))/2, reaching 0 at the run's end
     grad_clip: float = 0.0  # 0 = no clipping
     batch_size: int = 256
-    # a guided student's w embedding learns at this multiple of the learning rate (it starts at zero, and at 1× the
-    # student follows the w-average of its targets for hundreds of steps before it tells w apart)
+    # a guided student's w embedding learns at this multiple of the learning rate (it starts at zero). At 10× the
+    # w = 1 label rate comes closer to the teacher's but the 2-step FD at w = 2, 4 rises
+    # (docs/results/guidance/w-embedding-lr-10)
     guidance_lr_scale: float = 1.0
 
 

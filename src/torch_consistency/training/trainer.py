@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..embedding import GuidanceEmbedding
 from ..nets import build_model
 from .ema import ema_copy, ema_label, ema_update
 from .methods import Draws, Method
@@ -20,10 +21,12 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     embedding's parameters form a second group whose learning rate is that multiple of the schedule's."""
     o = config.optim
     kind = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
+    guidance = {
+        id(p) for module in model.modules() if isinstance(module, GuidanceEmbedding) for p in module.parameters()
+    }
     groups: dict[float, list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        scale = o.guidance_lr_scale if "guidance_embedding." in name else 1.0
-        groups.setdefault(scale, []).append(parameter)
+    for parameter in model.parameters():
+        groups.setdefault(o.guidance_lr_scale if id(parameter) in guidance else 1.0, []).append(parameter)
     return kind(
         [{"params": params, "lr_scale": scale} for scale, params in groups.items()],
         lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
@@ -125,8 +128,9 @@ class Trainer:
         loss.backward()
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, step) * group.get("lr_scale", 1.0)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
         if self.target is not None:
             ema_update(self.target, self.model, self.method.target_rate(step))

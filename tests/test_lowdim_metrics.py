@@ -9,6 +9,7 @@ from torch_consistency.evaluation.evaluate import mmd_bandwidths, score, search_
 from torch_consistency.evaluation.lowdim import (
     consistency_error,
     expected_kernel,
+    gaussian_kernel_self_sum,
     gaussian_kernel_sum,
     law_kernel,
     mixture_coverage,
@@ -126,11 +127,21 @@ def test_the_within_set_mean_takes_its_pairs_inside_blocks():
     )
 
 
-def test_the_kernel_sum_in_blocks_equals_the_whole_matrix():
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_the_kernel_sum_in_blocks_equals_the_whole_matrix(dimensions):
     generator = torch.Generator().manual_seed(1)
-    a, b = torch.randn(37, 2, generator=generator).double(), torch.randn(23, 2, generator=generator).double()
+    a = torch.randn(37, dimensions, generator=generator).double()
+    b = torch.randn(23, dimensions, generator=generator).double()
     whole = sum(torch.exp(-torch.cdist(a, b).square() / (2 * h**2)).sum() for h in (0.1, 0.7))
     assert float(gaussian_kernel_sum(a, b, (0.1, 0.7), block_entries=50)) == pytest.approx(float(whole), rel=1e-12)
+
+
+@pytest.mark.parametrize("block_entries", [100, 37 * 37])  # blocks of 2 rows (the last one short), and one block
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_the_kernel_self_sum_from_half_the_pairs_equals_the_whole_matrix(block_entries, dimensions):
+    x = torch.randn(37, dimensions, generator=torch.Generator().manual_seed(3)).double()
+    whole = sum(torch.exp(-torch.cdist(x, x).square() / (2 * h**2)).sum() for h in (0.1, 0.7))
+    assert float(gaussian_kernel_self_sum(x, (0.1, 0.7), block_entries)) == pytest.approx(float(whole), rel=1e-12)
 
 
 def _segments_and_disc(points: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

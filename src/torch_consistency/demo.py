@@ -127,7 +127,7 @@ def forms_the_clusters(score: Score, components: int) -> bool:
 
 def search_samples(checkpoint: Checkpoint) -> int:
     """Samples per σ the demo's 2-step search scores: on a coarse grid (CD's 5 points: three σ's far apart) as many as
-    the report's rows, 40,000; on a fine one (CT's 150 points: neighbours score alike, and the ternary search scores
+    the report's rows, 40,000; on a fine one (CT's 151 points: neighbours score alike, and the ternary search scores
     about 20 of them) 5000. Over twelve seeds CD's search took σ 0.17, the best on average, in 7 with 5000 samples, 11
     with 20,000 and 12 with 40,000; with 20,000 the demo's own seed took 17.5 by a hair. From
     benchmarks/sigma_search_noise.py."""

@@ -135,11 +135,17 @@ def search_samples(checkpoint: Checkpoint) -> int:
     return TOY_SAMPLES if checkpoint.grid_points() <= 10 else 5000
 
 
-def two_step_sigmas(checkpoint: Checkpoint, dataset, num_samples: int, seed: int = SEARCH_SEED) -> list[float]:
+def two_step_sigmas(
+    checkpoint: Checkpoint,
+    dataset,
+    num_samples: int,
+    seed: int = SEARCH_SEED,
+    log: Callable[[str], None] = lambda line: None,
+) -> list[float]:
     """The paper's greedy search of the 2-step σ on the training grid (`cm eval --search-sigmas`), scored by the
-    signed MMD² of its own samples (seeded by `seed`, none of them those of the report)."""
+    signed MMD² of its own samples (seeded by `seed`, none of them those of the report); `log` gets each score."""
     metric = search_metric(dataset, num_samples, seed=0, part=SEARCH_PART)
-    return search_checkpoint_sigmas(checkpoint, metric, num_samples, seed, log=lambda line: None, max_steps=2)[2]
+    return search_checkpoint_sigmas(checkpoint, metric, num_samples, seed, log=log, max_steps=2)[2]
 
 
 def search_two_step_sigmas(checkpoint: Checkpoint, dataset, num_samples: int) -> list[float]:

@@ -37,6 +37,7 @@ def test_toml_file(tmp_path):
         (["cd.target_ema=1.0"], "target_ema"),
         (["cd.target_ema=-0.1"], "target_ema"),
         (["cd.solver=rk4"], "cd.solver"),
+        (["cd.solver=dpmpp-2m"], "cd.teacher_substeps ≥ 2"),
         (["cd.grow_from=1"], "cd.grow_from"),
         (["cd.num_points=10", "cd.grow_from=11"], "cd.grow_from"),
         (["ct.distance=lpips"], "ct.distance"),

@@ -18,6 +18,7 @@ from written_out import (
     SIGMA_MIN,
     GaussianData,
     ct_scale,
+    dpmpp_2m,
     ect_second_point,
     euler,
     heun,
@@ -202,6 +203,33 @@ def test_cd_teacher_substeps_walk_the_finer_karras_grid(solver):
     one_step = step(DATA.denoiser, x0 + karras(index, 6).float()[:, None] * draws["noise"], karras(index, 6).float(),
                     karras(index + 1, 6).float())  # fmt: skip
     assert (one_step - x).abs().max() > 1e-3  # one step lands elsewhere: the test sees the substeps
+
+
+def test_cd_teacher_dpmpp_2m_walks_the_finer_karras_grid_with_one_call_per_level():
+    """cd.solver = dpmpp-2m with k substeps: x̂ is DPM-Solver++(2M) through the same k + 1 levels of the finer grid,
+    a call at each level but the last (§3, §4). Here N = 6, k = 3: the 16-point grid."""
+    method = method_for("train.method=cd", "cd.teacher=exact", "cd.num_points=6", "cd.solver=dpmpp-2m",
+                        "cd.teacher_substeps=3")  # fmt: skip
+    draws = draws_of(method, 0, 64)
+    draws["noise"] = draws["noise"].double()
+    x0 = DATA.sample(64, torch.Generator().manual_seed(1))
+    seen, calls = {}, []
+
+    def teacher(x, sigma):
+        calls.append(sigma)
+        return DATA.denoiser(x, sigma)
+
+    method.teacher = teacher
+    method.loss(lambda x, sigma: x, lambda x, sigma: seen.setdefault("x", x), x0, draws, 0)
+    index = draws["index"]
+    levels = [karras(3 * index + j, 16).float() for j in range(4)]
+    expected = dpmpp_2m(DATA.denoiser, x0 + levels[0][:, None] * draws["noise"], levels)
+    assert torch.allclose(seen["x"].double(), expected, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3
+    heun_three = x0 + levels[0][:, None] * draws["noise"]
+    for j in range(3):
+        heun_three = heun(DATA.denoiser, heun_three, levels[j], levels[j + 1])
+    assert (heun_three - expected).abs().max() > 1e-4  # another solver through the same levels lands elsewhere
 
 
 # ---- sCT's and sCD's tangents against the exact TrigFlow velocity ------------------------------------------------

@@ -6,7 +6,8 @@ from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.lowdim import ode_endpoint
 from torch_consistency.generate import teacher_sigmas
 from torch_consistency.sigmas import karras_sigmas
-from torch_consistency.solvers import churn_gamma, euler_step, heun_step, solve_ode, substepped
+from torch_consistency.solvers import churn_gamma, euler_step, heun_step, solve_ode, substepped, teacher_step
+from written_out import dpmpp_2m, karras
 
 
 def exact_endpoint(oracle, x, sigma_start, sigma_end):
@@ -70,6 +71,33 @@ def test_one_substep_is_the_step_itself_and_none_is_refused():
     assert substepped(heun_step, 1, 7.0) is heun_step
     with pytest.raises(ValueError, match="at least 1"):
         substepped(heun_step, 0, 7.0)
+
+
+def test_dpmpp_2m_teacher_step_shrinks_the_step_error_4x_per_halving(gaussian):
+    """DPM-Solver++(2M) through k substeps is second order: 8 → 16 substeps cut its error ≈ 4-fold (§12)."""
+    x = torch.randn(256, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 80
+    sigma, sigma_next = torch.full((256,), 80.0, dtype=torch.float64), torch.full((256,), 20.0, dtype=torch.float64)
+    exact = exact_endpoint(gaussian, x, 80.0, 20.0)
+    errors = [(teacher_step("dpmpp-2m", k, 7.0)(gaussian.denoiser, x, sigma, sigma_next) - exact).abs().max()
+              for k in (8, 16)]  # fmt: skip
+    assert errors[0] / errors[1] == pytest.approx(4, rel=0.2)
+
+
+def test_dpmpp_2m_teacher_step_is_the_multistep_written_out_with_a_sigma_per_sample(gaussian):
+    """Each sample walks its own interval of the 5-point grid through the 4-substep levels (the 17-point grid)."""
+    index = torch.tensor([0, 1, 2, 3, 3, 1])
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * karras(index, 5)[:, None]
+    step = teacher_step("dpmpp-2m", 4, 7.0)
+    expected = dpmpp_2m(gaussian.denoiser, x, [karras(4 * index + j, 17) for j in range(5)])
+    assert torch.allclose(step(gaussian.denoiser, x, karras(index, 5), karras(index + 1, 5)), expected, rtol=1e-12)
+
+
+def test_teacher_step_picks_the_solver_and_refuses_2m_without_substeps():
+    assert teacher_step("heun", 1, 7.0) is heun_step and teacher_step("euler", 1, 7.0) is euler_step
+    with pytest.raises(ValueError, match="at least 2 substeps, got 1"):
+        teacher_step("dpmpp-2m", 1, 7.0)
+    with pytest.raises(ValueError, match="unknown solver 'rk4'"):
+        teacher_step("rk4", 2, 7.0)
 
 
 def heun_relative_errors(component_std, level_counts):

@@ -63,6 +63,24 @@ def heun(denoiser, x, sigma, sigma_next):
     return x + (s_next - s) * (d + d_next) / 2
 
 
+def dpmpp_2m(denoiser, x, levels):
+    """DPM-Solver++(2M) through positive levels (each a σ per sample): x_i = (σ_i/σ_{i−1})·x_{i−1} − (e^{−h_i} − 1)·D̂_i
+    with h_i = ln σ_{i−1} − ln σ_i, D̂_1 = D_0 and D̂_i = (1 + 1/(2r_i))·D_{i−1} − 1/(2r_i)·D_{i−2}, r_i = h_{i−1}/h_i
+    (Lu et al. 2022, Algorithm 2; §3)."""
+    denoised, steps = [], []
+    for i in range(1, len(levels)):
+        s, s_next = levels[i - 1].double()[:, None], levels[i].double()[:, None]
+        denoised.append(denoiser(x, levels[i - 1]).double())
+        steps.append(torch.log(s) - torch.log(s_next))
+        if i == 1:
+            estimate = denoised[-1]
+        else:
+            r = steps[-2] / steps[-1]
+            estimate = (1 + 1 / (2 * r)) * denoised[-1] - 1 / (2 * r) * denoised[-2]
+        x = s_next / s * x.double() - torch.expm1(-steps[-1]) * estimate
+    return x
+
+
 class GaussianData:
     """Data ~ N(μ, s²I): the exact EDM denoiser, consistency function and TrigFlow quantities (§10, §12)."""
 

@@ -37,7 +37,7 @@ from .schedules import (
     tangent_warmup,
 )
 from .sigmas import default_sampling_sigmas, edm_training_sigma, karras_sigmas, lognormal_pair_probabilities
-from .solvers import euler_step, heun_step, solve_ode
+from .solvers import euler_step, heun_step, solve_ode, teacher_step
 from .trigflow import TrigFlowModel, scm_training_loss, trigflow_sampling_times, trigflow_training_time
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "scm_training_loss",
     "solve_ode",
     "tangent_warmup",
+    "teacher_step",
     "train",
     "trigflow_sampling_times",
     "trigflow_training_time",

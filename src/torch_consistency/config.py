@@ -81,7 +81,7 @@ class DistillationConfig:
     teacher: str = ""  # a teacher checkpoint, or "exact" for the data's closed-form denoiser
     num_points: int = 18  # N
     grow_from: int = 0  # > 0: N(k) grows from this to num_points over the run, as CT's N(k) (§5); 0: N fixed
-    solver: str = "heun"  # euler | heun
+    solver: str = "heun"  # euler | heun | dpmpp-2m (multistep through the substeps: one call each; needs k ≥ 2)
     # k: the teacher's step from σ_{n+1} to σ_n is k solver steps at equal strides of σ^{1/ρ}, the levels of the
     # ((N−1)k + 1)-point Karras grid: a coarse consistency grid with a fine teacher (1: one step, the paper)
     teacher_substeps: int = 1

@@ -6,7 +6,7 @@ per-sample σ, so consistency distillation can take one teacher step from a diff
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,21 +48,61 @@ def heun_step(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_ne
 Step = Callable[[Denoiser, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def substep_levels(sigma: torch.Tensor, sigma_next: torch.Tensor, count: int, rho: float) -> list[torch.Tensor]:
+    """σ, σ' and the `count` − 1 levels between at equal strides of σ^{1/ρ}: on an N-point Karras grid, the levels of
+    the ((N−1)·count + 1)-point grid (reference.md §1); computed in float64, the ends exactly σ and σ'."""
+    start, end = sigma.double() ** (1 / rho), sigma_next.double() ** (1 / rho)
+    levels = [((start + j / count * (end - start)) ** rho).to(sigma.dtype) for j in range(count + 1)]
+    levels[0], levels[-1] = sigma, sigma_next
+    return levels
+
+
 def substepped(step: Step, count: int, rho: float) -> Step:
-    """`count` steps of `step` from σ to σ' at equal strides of σ^{1/ρ}: on an N-point Karras grid, the levels of
-    the ((N−1)·count + 1)-point grid (reference.md §1); CD's teacher over a coarse grid (§4)."""
+    """`count` steps of `step` from σ to σ' through `substep_levels`: CD's teacher over a coarse grid (§4)."""
     if count < 1:
         raise ValueError(f"the number of substeps must be at least 1, got {count}")
     if count == 1:
         return step
 
     def run(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-        start, end = sigma.double() ** (1 / rho), sigma_next.double() ** (1 / rho)
-        levels = [((start + j / count * (end - start)) ** rho).to(sigma.dtype) for j in range(count + 1)]
-        levels[0], levels[-1] = sigma, sigma_next
-        for level, level_next in itertools.pairwise(levels):
+        for level, level_next in itertools.pairwise(substep_levels(sigma, sigma_next, count, rho)):
             x = step(denoiser, x, level, level_next)
         return x
+
+    return run
+
+
+def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """DPM-Solver++(2M) through positive levels σ_0 > … > σ_K, each (B,) (a σ per sample): K calls. In λ = −ln σ,
+    x' = (σ'/σ)·x − (e^{−h} − 1)·D̂ with h = λ' − λ and D̂ = (1 + 1/2r)·D − (1/2r)·D_prev, r = h_prev/h; the first
+    step takes D̂ = D, which is Euler (Lu et al. 2022; reference.md §3). Coefficients in float64."""
+    previous_denoised, previous_step = None, None
+    for sigma, sigma_next in itertools.pairwise(levels):
+        denoised = denoiser(x, sigma)
+        step = sigma.double().log() - sigma_next.double().log()
+        if previous_denoised is not None and previous_step is not None:
+            half_inverse_ratio = append_dims(step / (2 * previous_step), x.ndim).to(x.dtype)  # 1/(2r)
+            denoised_estimate = (1 + half_inverse_ratio) * denoised - half_inverse_ratio * previous_denoised
+        else:
+            denoised_estimate = denoised
+        x = (append_dims(sigma_next.double() / sigma.double(), x.ndim).to(x.dtype) * x
+             - append_dims(torch.expm1(-step), x.ndim).to(x.dtype) * denoised_estimate)  # fmt: skip
+        previous_denoised, previous_step = denoised, step
+    return x
+
+
+def teacher_step(solver: str, count: int, rho: float) -> Step:
+    """CD's teacher step from σ to σ' (per sample): `count` steps of Euler or Heun, or DPM-Solver++(2M) through the
+    same levels (2M needs count ≥ 2: its first step is Euler; one call per level against Heun's two)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver != "dpmpp-2m":
+        return substepped(heun_step if solver == "heun" else euler_step, count, rho)
+    if count < 2:
+        raise ValueError(f"DPM-Solver++(2M) as a teacher step needs at least 2 substeps, got {count}")
+
+    def run(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return dpmpp_2m(denoiser, x, substep_levels(sigma, sigma_next, count, rho))
 
     return run
 
@@ -123,21 +163,10 @@ def solve_ode(
 
 
 def _solve_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> ODESolution:
-    """DPM-Solver++(2M) in half-log-SNR time λ = −ln σ, multistep second order (Lu et al. 2022)."""
+    """DPM-Solver++(2M) through the positive levels, then, where the last level is 0, x = D(x, σ_last)."""
     levels = [float(s) for s in sigmas]
-    batch = x.shape[0]
-    previous_denoised, previous_step = None, None
-    for sigma, sigma_next in itertools.pairwise(levels):
-        denoised = denoiser(x, x.new_full((batch,), sigma))
-        if sigma_next == 0:
-            x = denoised
-            break
-        step = math.log(sigma) - math.log(sigma_next)  # h = λ_next − λ
-        if previous_denoised is not None and previous_step is not None:
-            r = previous_step / step
-            denoised_estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous_denoised
-        else:
-            denoised_estimate = denoised
-        x = (sigma_next / sigma) * x - math.expm1(-step) * denoised_estimate
-        previous_denoised, previous_step = denoised, step
+    positive = [x.new_full((x.shape[0],), s) for s in levels if s > 0]
+    x = dpmpp_2m(denoiser, x, positive)
+    if levels[-1] == 0:
+        x = denoiser(x, positive[-1])
     return ODESolution(x, len(levels) - 1)

@@ -22,7 +22,7 @@ from ..nets import NETWORK_KINDS
 from ..objectives import WEIGHTINGS
 from ..parameterization import NOISE_CONDITIONINGS
 from ..schedules import CT_SCHEDULE_VARIANTS
-from ..solvers import ONE_STEP_SOLVERS, SOLVERS
+from ..solvers import SOLVERS
 
 FOLDER = Path(__file__).parent
 
@@ -132,7 +132,11 @@ def validate(config: Config) -> None:
     _one_of(o.decay, ("none", "cosine"), "optim.decay")
     _validate_guidance(config)
     cd, ct = config.cd, config.ct
-    _one_of(cd.solver, ONE_STEP_SOLVERS, "cd.solver")
+    _one_of(cd.solver, SOLVERS, "cd.solver")
+    _require(
+        cd.solver != "dpmpp-2m" or cd.teacher_substeps >= 2,
+        f"cd.solver = 'dpmpp-2m' needs cd.teacher_substeps ≥ 2 (its first step is Euler), got {cd.teacher_substeps}",
+    )
     _require(
         cd.grow_from == 0 or 2 <= cd.grow_from <= cd.num_points,
         f"cd.grow_from must be 0 (N fixed) or 2 ≤ cd.grow_from ≤ cd.num_points, got {cd.grow_from}",

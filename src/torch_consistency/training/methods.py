@@ -25,7 +25,7 @@ from ..objectives import (
 )
 from ..schedules import ct_num_points, ct_target_ema
 from ..sigmas import edm_training_sigma, karras_sigmas
-from ..solvers import euler_step, heun_step, substepped
+from ..solvers import teacher_step
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Draws = dict[str, torch.Tensor]
@@ -150,8 +150,9 @@ class _GridPairs:
 
 @dataclass
 class ConsistencyDistillation(_GridPairs):
-    """CD (paper Algorithm 2, reference.md §4): one Euler or Heun teacher step between adjacent grid points; the
-    teacher sees the batch's labels, and with cd.guidance it is the guided D_w (LCM; guidance.py)."""
+    """CD (paper Algorithm 2, reference.md §4): a teacher step between adjacent grid points (Euler, Heun or, with
+    substeps, DPM-Solver++(2M)); the teacher sees the batch's labels, and with cd.guidance it is the guided D_w (LCM;
+    guidance.py)."""
 
     config: Config
     teacher: Callable[..., torch.Tensor]  # D(x, σ) or, for class-conditional data, D(x, σ, labels)
@@ -167,8 +168,7 @@ class ConsistencyDistillation(_GridPairs):
         else:
             self.distance = distance(cd.distance)
         # the teacher's step between adjacent grid points: fixed by the config, so built once, not every step
-        self.teacher_step = substepped(heun_step if cd.solver == "heun" else euler_step, cd.teacher_substeps,
-                                       self.config.diffusion.rho)  # fmt: skip
+        self.teacher_step = teacher_step(cd.solver, cd.teacher_substeps, self.config.diffusion.rho)
 
     @property
     def uses_target(self) -> bool:

@@ -1,7 +1,8 @@
 """The MMD's within-set kernel sum, the bulk of the demo's 2-D scoring, against the former way, side by side in one
 run: Σ_ij Σ_h exp(−‖x_i − x_j‖²/(2h²)) over 10,000 2-D points and the demo's five widths, as torch.cdist squared over
-every ordered pair (before) and as `gaussian_kernel_self_sum` (distances coordinate by coordinate, half the pairs).
-Both in float64, blocks of 2^16 entries, on one thread; prints each time and the ratio.
+every ordered pair (before) and as `gaussian_kernel_self_sum` (distances coordinate by coordinate, half the pairs,
+and each width's kernel the next wider one's 4th power, since the widths double: `gaussian_kernels`). Both in
+float64, blocks of 2^16 entries, on one thread; prints each time and the ratio.
 
     python benchmarks/mmd_speed.py [--points 10000] [--repeats 3]
 """

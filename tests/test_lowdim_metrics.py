@@ -11,10 +11,12 @@ from torch_consistency.evaluation.lowdim import (
     expected_kernel,
     gaussian_kernel_self_sum,
     gaussian_kernel_sum,
+    gaussian_kernels,
     law_kernel,
     mixture_coverage,
     mmd,
     mmd_squared,
+    ode_endpoint,
     wasserstein2,
     within_mean,
 )
@@ -127,21 +129,36 @@ def test_the_within_set_mean_takes_its_pairs_inside_blocks():
     )
 
 
+LADDER = (0.05, 0.1, 0.2, 0.4, 0.8)  # the demo's widths: each kernel the next wider one's 4th power
+
+
+def test_each_kernel_is_the_exp_of_its_own_width_widest_first():
+    """A ladder taken by squaring (0.1 → 0.05) and a width that is not half the one before (0.4 → 0.1) alike."""
+    squared = torch.rand(7, 9, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.2
+    widths = (0.05, 0.8, 0.1, 0.4)
+    kernels = [kernel.clone() for kernel in gaussian_kernels(squared, widths)]
+    for kernel, h in zip(kernels, (0.8, 0.4, 0.1, 0.05), strict=True):
+        assert torch.allclose(kernel, torch.exp(-squared / (2 * h**2)), rtol=1e-13, atol=0)
+    assert squared.max() > 0.1  # the input is left as it was (not overwritten by the kernels)
+
+
+@pytest.mark.parametrize("widths", [(0.1, 0.7), LADDER])
 @pytest.mark.parametrize("dimensions", [2, 3])
-def test_the_kernel_sum_in_blocks_equals_the_whole_matrix(dimensions):
+def test_the_kernel_sum_in_blocks_equals_the_whole_matrix(dimensions, widths):
     generator = torch.Generator().manual_seed(1)
     a = torch.randn(37, dimensions, generator=generator).double()
     b = torch.randn(23, dimensions, generator=generator).double()
-    whole = sum(torch.exp(-torch.cdist(a, b).square() / (2 * h**2)).sum() for h in (0.1, 0.7))
-    assert float(gaussian_kernel_sum(a, b, (0.1, 0.7), block_entries=50)) == pytest.approx(float(whole), rel=1e-12)
+    whole = sum(torch.exp(-torch.cdist(a, b).square() / (2 * h**2)).sum() for h in widths)
+    assert float(gaussian_kernel_sum(a, b, widths, block_entries=50)) == pytest.approx(float(whole), rel=1e-12)
 
 
+@pytest.mark.parametrize("widths", [(0.1, 0.7), LADDER])
 @pytest.mark.parametrize("block_entries", [100, 37 * 37])  # blocks of 2 rows (the last one short), and one block
 @pytest.mark.parametrize("dimensions", [2, 3])
-def test_the_kernel_self_sum_from_half_the_pairs_equals_the_whole_matrix(block_entries, dimensions):
+def test_the_kernel_self_sum_from_half_the_pairs_equals_the_whole_matrix(block_entries, dimensions, widths):
     x = torch.randn(37, dimensions, generator=torch.Generator().manual_seed(3)).double()
-    whole = sum(torch.exp(-torch.cdist(x, x).square() / (2 * h**2)).sum() for h in (0.1, 0.7))
-    assert float(gaussian_kernel_self_sum(x, (0.1, 0.7), block_entries)) == pytest.approx(float(whole), rel=1e-12)
+    whole = sum(torch.exp(-torch.cdist(x, x).square() / (2 * h**2)).sum() for h in widths)
+    assert float(gaussian_kernel_self_sum(x, widths, block_entries)) == pytest.approx(float(whole), rel=1e-12)
 
 
 def _segments_and_disc(points: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,6 +205,33 @@ def test_consistency_error_is_zero_for_the_exact_function_and_not_for_the_denois
     wrong = consistency_error(gaussian.denoiser, gaussian.denoiser, x0, sigmas, 0.002)
     assert exact.mean < 5e-5  # the reference ODE solution is accurate to about 2e-5 here
     assert wrong.mean > 1e-2
+
+
+def test_ode_endpoint_takes_a_sigma_per_row_and_lands_on_the_exact_map(gaussian):
+    """Rows from σ = 0.5, 2 and 20 solved together reach the exact PF-ODE map of Gaussian data,
+    μ + √((s² + σ_end²)/(s² + σ²))·(x − μ) (§12), each from its own σ."""
+    sigmas = torch.tensor([0.5, 2.0, 20.0, 2.0], dtype=torch.float64)
+    x = gaussian.mean + sigmas[:, None] * torch.randn(4, 3, dtype=torch.float64)
+    s2 = gaussian.std**2
+    exact = gaussian.mean + ((s2 + 0.002**2) / (s2 + sigmas[:, None] ** 2)).sqrt() * (x - gaussian.mean)
+    assert torch.allclose(ode_endpoint(gaussian.denoiser, x, sigmas, 0.002), exact, atol=5e-5)
+    alone = ode_endpoint(gaussian.denoiser, x[1:2], 2.0, 0.002, num_steps=64)
+    assert torch.allclose(ode_endpoint(gaussian.denoiser, x, sigmas, 0.002, num_steps=64)[1:2], alone, rtol=1e-13)
+    with pytest.raises(ValueError, match="sigma_end > 0"):
+        ode_endpoint(gaussian.denoiser, x, sigmas, 0.0)
+
+
+def test_consistency_error_reports_each_sigma_on_its_own(gaussian):
+    """Per σ, the mean distance for that σ's rows only: f = the exact consistency function off by 0.1 only where
+    σ > 1, so the error is ≈ 0 at σ = 0.5 and ≈ 0.1·√3 at σ = 2 and 20."""
+
+    def off_above_one(x, sigma):
+        return gaussian.consistency(x, sigma) + 0.1 * (sigma > 1).to(x.dtype)[:, None]
+
+    x0 = gaussian.mean + gaussian.std * torch.randn(100, 3, dtype=torch.float64)
+    error = consistency_error(off_above_one, gaussian.denoiser, x0, [0.5, 2.0, 20.0], 0.002)
+    assert error.per_sigma[0] < 5e-5
+    assert error.per_sigma[1:] == pytest.approx([0.1 * math.sqrt(3)] * 2, abs=5e-5)
 
 
 def test_mmd_bandwidths_without_a_mixture_start_at_a_tenth_of_the_datas_std():

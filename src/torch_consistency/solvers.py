@@ -167,6 +167,6 @@ def _solve_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -
     levels = [float(s) for s in sigmas]
     positive = [x.new_full((x.shape[0],), s) for s in levels if s > 0]
     x = dpmpp_2m(denoiser, x, positive)
-    if levels[-1] == 0:
+    if levels[-1] == 0 and positive:
         x = denoiser(x, positive[-1])
     return ODESolution(x, len(levels) - 1)

@@ -315,6 +315,13 @@ def test_dpmpp_2m_ends_on_the_denoised_sample_at_sigma_zero():
     assert result.nfe == 1 and torch.equal(result.x, DATA.denoiser(x, torch.full((8,), 2.0, dtype=torch.float64)))
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp-2m"])
+def test_a_single_level_is_nothing_to_integrate(solver):
+    x = torch.randn(3, 2, dtype=torch.float64)
+    result = solve_ode(DATA.denoiser, x, torch.tensor([0.0], dtype=torch.float64), solver)
+    assert result.nfe == 0 and torch.equal(result.x, x)
+
+
 # ---- samplers (§6, §10) ------------------------------------------------------------------------------------------
 
 

@@ -18,8 +18,11 @@ def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: floa
     return karras_sigma_at(ramp, sigma_min, sigma_max, rho)
 
 
-def karras_sigma_at(fraction: torch.Tensor, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
-    """σ at a fraction i/(N−1) ∈ [0, 1] of the way from σ_max to σ_min along the Karras ramp (reference.md §1)."""
+def karras_sigma_at(
+    fraction: torch.Tensor, sigma_min: float, sigma_max: float | torch.Tensor, rho: float
+) -> torch.Tensor:
+    """σ at a fraction i/(N−1) ∈ [0, 1] of the way from σ_max to σ_min along the Karras ramp (reference.md §1); σ_max
+    may be a tensor (one ramp per entry, broadcast against `fraction`)."""
     max_inv_rho = sigma_max ** (1.0 / rho)
     min_inv_rho = sigma_min ** (1.0 / rho)
     return (max_inv_rho + fraction.double() * (min_inv_rho - max_inv_rho)) ** rho

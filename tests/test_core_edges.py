@@ -266,11 +266,11 @@ def test_edm_stochastic_sampler_written_out():
     x̂ = x + √(σ̂² − σ²)·S_noise·z, a Heun step σ̂ → σ' (Euler to σ' = 0); K steps, z's in order from the generator."""
     levels = [10.0, 3.0, 1.0, 0.3, 0.0]
     x = 10 * torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    result = solve_ode(DATA.denoiser, x, torch.tensor(levels, dtype=torch.float64), "heun", s_churn=2.0, s_tmin=0.5,
+    result = solve_ode(DATA.denoiser, x, torch.tensor(levels, dtype=torch.float64), "heun", s_churn=1.0, s_tmin=0.5,
                        s_tmax=5.0, s_noise=1.007, generator=torch.Generator().manual_seed(1))  # fmt: skip
     generator, expected = torch.Generator().manual_seed(1), x
     for sigma, sigma_next in itertools.pairwise(levels):
-        gamma = min(2.0 / 4, 2**0.5 - 1) if 0.5 <= sigma <= 5.0 else 0.0
+        gamma = min(1.0 / 4, 2**0.5 - 1) if 0.5 <= sigma <= 5.0 else 0.0  # 1/K = 0.25, below the cap
         if gamma > 0:
             sigma_hat = sigma * (1 + gamma)
             z = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
@@ -290,7 +290,7 @@ def test_edm_stochastic_sampler_written_out():
 
 def test_solver_defaults_are_heun_without_churn():
     x = torch.randn(8, 2, dtype=torch.float64)
-    levels = torch.tensor([5.0, 1.0, 0.2], dtype=torch.float64)
+    levels = torch.tensor([5.0, 0.8, 0.2], dtype=torch.float64)  # a step from σ < 1: S_tmin = 0 by default
     assert torch.equal(solve_ode(DATA.denoiser, x, levels).x, solve_ode(DATA.denoiser, x, levels, "heun").x)
     churned = solve_ode(DATA.denoiser, x, levels, s_churn=1.0, generator=torch.Generator().manual_seed(0))
     explicit = solve_ode(DATA.denoiser, x, levels, s_churn=1.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
@@ -307,6 +307,8 @@ def test_solver_errors_name_the_problem():
         solve_ode(DATA.denoiser, x, levels, "rk4")
     with raises_exactly(ValueError, "churn (EDM's stochastic sampler) is defined for the Heun solver only"):
         solve_ode(DATA.denoiser, x, levels, "euler", s_churn=0.5)
+    with raises_exactly(ValueError, "before_step is defined for the one-step solvers euler, heun"):
+        solve_ode(DATA.denoiser, x, levels, "dpmpp-2m", before_step=lambda x, sigma: x)
 
 
 def test_dpmpp_2m_ends_on_the_denoised_sample_at_sigma_zero():

@@ -2,6 +2,7 @@ import pytest
 import torch
 from diffusers import CMStochasticIterativeScheduler
 
+from helpers import raises_exactly
 from torch_consistency.sigmas import (
     default_sampling_sigmas,
     karras_sigmas,
@@ -32,7 +33,7 @@ def test_karras_grid_formula_in_the_middle():
 
 
 def test_grid_needs_two_points():
-    with pytest.raises(ValueError):
+    with raises_exactly(ValueError, "a Karras grid needs at least 2 points, got 1"):
         karras_sigmas(1, 0.002, 80.0, 7.0)
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from helpers import raises_exactly
 from torch_consistency.config import DataConfig
 from torch_consistency.data import build_dataset
 from torch_consistency.evaluation.lowdim import ode_endpoint
@@ -92,12 +93,40 @@ def test_dpmpp_2m_teacher_step_is_the_multistep_written_out_with_a_sigma_per_sam
     assert torch.allclose(step(gaussian.denoiser, x, karras(index, 5), karras(index + 1, 5)), expected, rtol=1e-12)
 
 
-def test_teacher_step_picks_the_solver_and_refuses_2m_without_substeps():
+def test_teacher_step_picks_the_solver_and_refuses_2m_without_substeps(gaussian):
     assert teacher_step("heun", 1, 7.0) is heun_step and teacher_step("euler", 1, 7.0) is euler_step
     with pytest.raises(ValueError, match="at least 2 substeps, got 1"):
         teacher_step("dpmpp-2m", 1, 7.0)
-    with pytest.raises(ValueError, match="unknown solver 'rk4'"):
+    with raises_exactly(ValueError, "unknown solver 'rk4'; choose one of euler, heun, dpmpp-2m"):
         teacher_step("rk4", 2, 7.0)
+    # two substeps, the least 2M takes: an Euler step then one second-order step through the 3-level grid's middle
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 80
+    sigma, sigma_next = torch.full((4,), 80.0, dtype=torch.float64), torch.full((4,), 20.0, dtype=torch.float64)
+    middle = torch.full((4,), ((80.0 ** (1 / 7) + 20.0 ** (1 / 7)) / 2) ** 7, dtype=torch.float64)
+    expected = dpmpp_2m(gaussian.denoiser, x, [sigma, middle, sigma_next])
+    got = teacher_step("dpmpp-2m", 2, 7.0)(gaussian.denoiser, x, sigma, sigma_next)
+    assert torch.allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp-2m"])
+def test_substepped_teacher_steps_keep_float32(gaussian, solver):
+    """The levels between and the 2M coefficients are computed in float64; a float32 state stays float32 (a float64
+    target would make every CD loss float64)."""
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5)) * 10
+    sigma, sigma_next = torch.full((4,), 10.0), torch.full((4,), 2.0)
+    step = teacher_step(solver, 4, 7.0)
+    assert step(gaussian.denoiser, x, sigma, sigma_next).dtype == torch.float32
+
+
+def test_dpmpp_2m_to_sigma_zero_is_the_multistep_then_the_last_denoised(gaussian):
+    """Through the positive levels by DPM-Solver++(2M), then x = D(x, σ_last) for the step to 0 (one call each)."""
+    x = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 10
+    levels = [10.0, 3.0, 1.0, 0.3]
+    positive = [torch.full((8,), s, dtype=torch.float64) for s in levels]
+    expected = gaussian.denoiser(dpmpp_2m(gaussian.denoiser, x, positive), positive[-1])
+    result = solve_ode(gaussian.denoiser, x, torch.tensor([*levels, 0.0], dtype=torch.float64), "dpmpp-2m")
+    assert result.nfe == 4
+    assert torch.allclose(result.x, expected, rtol=1e-12)
 
 
 def heun_relative_errors(component_std, level_counts):

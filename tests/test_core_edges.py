@@ -336,7 +336,7 @@ def identity(x, sigma):
     [
         ([], "sample_multistep needs at least one σ"),
         ([2.0, 2.0], "sampling σ's must be strictly decreasing, got [2.0, 2.0]"),
-        ([80.0, 0.001], "sampling σ's must be at least σ_min = 0.002, got 0.001"),
+        ([80.0, 1.0, 0.001], "sampling σ's must be at least σ_min = 0.002, got 0.001"),
     ],
 )
 def test_multistep_errors_name_the_problem(sigmas, message):

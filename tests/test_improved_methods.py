@@ -173,6 +173,32 @@ def test_a_trigflow_model_on_an_edm_network_is_that_denoisers_velocity(condition
     assert torch.allclose(model.edm_consistency(x_t, 0.7), denoiser(x_t, 0.7), rtol=1e-5, atol=1e-6)
 
 
+def test_a_trigflow_model_conditions_on_openai_noise_by_default():
+    """Built without a conditioning name, c_noise = 250·ln(σ_d tan t), as `Preconditioned`'s default (§2, §10)."""
+    model = TrigFlowModel(MLP(3, width=8, depth=1, embedding_dim=8), SIGMA_DATA, 0.002, 80.0)
+    t = torch.tensor([0.01, 0.4, 1.0, 1.5], dtype=torch.float64)
+    assert torch.allclose(model.noise_input(t), 250 * torch.log(SIGMA_DATA * torch.tan(t)), rtol=1e-12)
+
+
+def test_a_guided_trigflow_student_passes_w_through_every_entry_point():
+    """F_θ, f_θ and f at an EDM sample all hand w to the network: with a trained (non-zero) w-embedding each changes
+    with w, and edm_consistency equals f_θ(cos t·x_σ, t) at the same w (§10, LCM's w input)."""
+    torch.manual_seed(0)
+    net = MLP(3, width=16, depth=1, embedding_dim=8, guidance_input=True)
+    torch.nn.init.normal_(net.guidance_embedding.linear.weight)  # as if trained; it starts at zero
+    model = TrigFlowModel(net, SIGMA_DATA, 0.002, 80.0).double()
+    x, sigma = torch.randn(4, 3, dtype=torch.float64), torch.full((4,), 0.7, dtype=torch.float64)
+    t = torch.atan(sigma / SIGMA_DATA)
+    w0, w3 = torch.zeros(4, dtype=torch.float64), torch.full((4,), 3.0, dtype=torch.float64)
+    for w in (w0, w3):
+        x_t = torch.cos(t)[:, None] * x
+        assert torch.equal(model.edm_consistency(x, sigma, guidance=w), model.consistency(x_t, t, guidance=w))
+    assert not torch.allclose(model(x, t, guidance=w0), model(x, t, guidance=w3))
+    assert not torch.allclose(model.consistency(x, t, guidance=w0), model.consistency(x, t, guidance=w3))
+    unguided, guided = (model.edm_consistency(x, sigma, guidance=w) for w in (w0, w3))
+    assert not torch.allclose(unguided, guided)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_trigflow_boundary_is_exact(dtype):
     model = trigflow_mlp(dtype=dtype).eval()

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from helpers import tiny_config
+from torch_consistency.config import DistillationConfig
 from torch_consistency.configs import load_config
 from torch_consistency.gaussian import GaussianMixture, gaussian_denoiser
 from torch_consistency.guidance import guided_denoised, guided_denoiser, network_calls
 from torch_consistency.nets import build_model
 from torch_consistency.seeding import STREAM_NOISE, derive_seed, step_generator
 from torch_consistency.training.improved import ContinuousTimeConsistency
-from torch_consistency.training.methods import ConsistencyDistillation, TeacherTraining
+from torch_consistency.training.methods import ConsistencyDistillation, TeacherTraining, draw_guidance
 
 MEANS = torch.tensor([[0.6, -0.2, 0.1], [-0.4, 0.5, 0.0], [0.1, 0.1, -0.7]], dtype=torch.float64)
 STD = 0.3
@@ -422,3 +423,19 @@ def test_teacher_training_drops_labels_to_the_null_class_with_uniforms_drawn_aft
     x = x0 + sigma[:, None] * noise
     written_out = weight[:, None] * (0.5 * x + expected[:, None].float() - x0) ** 2
     torch.testing.assert_close(loss.reshape(batch), written_out.mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_guided_students_w_comes_from_the_callers_generator_written_out():
+    """w = w_min + (w_max − w_min)·u₁, then 0 where u₂ < p_∅ and 1 where p_∅ ≤ u₂ < p_∅ + p_c: u₁ and u₂ drawn in that
+    order from the training step's generator, so a run repeats exactly (LCM §4.2)."""
+    section = DistillationConfig(guidance="input", guidance_min=1.0, guidance_max=5.0, unconditional_fraction=0.2,
+                                 conditional_fraction=0.3)  # fmt: skip
+    torch.manual_seed(123)  # the global stream differs from the caller's: a draw from it would not match
+    drawn = draw_guidance(section, 400, torch.Generator().manual_seed(7))["guidance"]
+    generator = torch.Generator().manual_seed(7)
+    first, second = torch.rand(400, generator=generator), torch.rand(400, generator=generator)
+    expected = 1.0 + 4.0 * first
+    expected[second < 0.2] = 0.0
+    expected[(second >= 0.2) & (second < 0.5)] = 1.0
+    assert torch.equal(drawn, expected)
+    assert 0.1 < (drawn == 0).float().mean() < 0.3 and 0.2 < (drawn == 1).float().mean() < 0.4

@@ -97,8 +97,8 @@ def sampling_loop(
     levels: Sequence[float],
     start: torch.Tensor,
     renoise: Renoise,
-    generator: torch.Generator | None = None,
-    clip_denoised: bool = False,
+    generator: torch.Generator | None,
+    clip_denoised: bool,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     noises: Sequence[torch.Tensor] | None = None,
 ) -> SampleResult:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from helpers import raises_exactly, tiny_config
+from helpers import raises_exactly, tiny_config, untrained_checkpoint
 from torch_consistency.checkpoint import load_checkpoint
 from torch_consistency.data import build_dataset
 from torch_consistency.errors import CheckpointError, ConfigError
@@ -14,6 +14,7 @@ from torch_consistency.parameterization import Preconditioned
 from torch_consistency.training.build import (
     Teacher,
     build_method,
+    check_network_overrides,
     load_teacher,
     needs_teacher,
     student_config,
@@ -177,3 +178,26 @@ def test_teacher_from_diffusers_folders(tmp_path):
     config = tiny_config(*images, f"cd.teacher={tmp_path / 'ddpm'}")
     teacher = load_teacher(config, build_dataset(config.data), CPU)
     assert teacher.config is None and teacher.initial_weights is None and tuple(teacher.sample_shape) == (1, 8, 8)
+
+
+def test_a_student_refuses_network_overrides_that_differ_from_its_teachers(tmp_path):
+    """`--set network.KEY=VALUE` for a student that takes its teacher's network: refused when VALUE differs from the
+    teacher checkpoint's, accepted when equal; network.dropout is the student's own; an exact or absent teacher has
+    no network to differ from."""
+    teacher = untrained_checkpoint(tmp_path / "teacher", (2,), "train.method=teacher")  # width 32, as TINY
+    for method, key in (("cd", "cd.teacher"), ("ect", "ect.teacher")):
+        wide = [f"train.method={method}", f"{key}={teacher}", "network.width=64"]
+        with raises_exactly(ConfigError, f"network.width = 64 cannot be set for a {method} student: it starts from "
+                            f"its teacher's weights and has the teacher's network (network.width = 32 in {key} = "
+                            f"{teacher}); only network.dropout is its own"):  # fmt: skip
+            check_network_overrides(tiny_config(*wide), wide)
+    for overrides in (
+        ["train.method=cd", f"cd.teacher={teacher}", "network.width=32"],  # the teacher's own value
+        ["train.method=cd", f"cd.teacher={teacher}", "network.dropout=0.3"],
+        ["train.method=cd", "cd.teacher=exact", "network.width=64"],
+        ["train.method=ct", "network.width=64"],
+    ):
+        check_network_overrides(tiny_config(*overrides), overrides)
+    # only what was set on the command line is checked, not the config's other network values
+    check_network_overrides(tiny_config("train.method=cd", f"cd.teacher={teacher}", "network.width=64"),
+                            ["train.method=cd", f"cd.teacher={teacher}"])  # fmt: skip

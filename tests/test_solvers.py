@@ -93,13 +93,16 @@ def test_dpmpp_2m_teacher_step_is_the_multistep_written_out_with_a_sigma_per_sam
     assert torch.allclose(step(gaussian.denoiser, x, karras(index, 5), karras(index + 1, 5)), expected, rtol=1e-12)
 
 
-def test_teacher_step_picks_the_solver_and_refuses_2m_without_substeps(gaussian):
+def test_teacher_step_picks_the_solver_and_refuses_2m_without_substeps():
     assert teacher_step("heun", 1, 7.0) is heun_step and teacher_step("euler", 1, 7.0) is euler_step
     with pytest.raises(ValueError, match="at least 2 substeps, got 1"):
         teacher_step("dpmpp-2m", 1, 7.0)
     with raises_exactly(ValueError, "unknown solver 'rk4'; choose one of euler, heun, dpmpp-2m"):
         teacher_step("rk4", 2, 7.0)
-    # two substeps, the least 2M takes: an Euler step then one second-order step through the 3-level grid's middle
+
+
+def test_dpmpp_2m_teacher_step_takes_two_substeps_the_least_it_needs(gaussian):
+    """An Euler step to the middle of the 3-level grid, then one second-order step: the multistep written out."""
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 80
     sigma, sigma_next = torch.full((4,), 80.0, dtype=torch.float64), torch.full((4,), 20.0, dtype=torch.float64)
     middle = torch.full((4,), ((80.0 ** (1 / 7) + 20.0 ** (1 / 7)) / 2) ** 7, dtype=torch.float64)

@@ -91,6 +91,15 @@ ARMS: dict[str, Arm] = {
     "CD dropout 0.3, N 6→18, mean of weights": Arm(
         "cd", [*MNIST_CD, "network.dropout=0.3"], 600, "dropout", CD, checkpoints=4
     ),
+    # A perceptual distance that needs no downloaded weights: LPIPS's form on the teacher's own encoder, which sees the
+    # images at σ = cd.feature_sigma (nets/denoiser_features.py). In the paper's ablations LPIPS beat l2 and l1 for CD
+    # (reference.md §4); here at σ ≈ σ_data and at 4× it.
+    "CD teacher features σ 0.5, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "cd.distance=teacher-features", "cd.feature_sigma=0.5"], 600, "distance", CD, checkpoints=3
+    ),
+    "CD teacher features σ 2, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "cd.distance=teacher-features", "cd.feature_sigma=2"], 600, "distance", CD, checkpoints=3
+    ),
     # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
     # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
     "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),
@@ -160,6 +169,8 @@ CD_RECIPES = (
     "CD dropout 0.3, N 6→18, mean of weights",
     "CD N=10, 4 teacher substeps, mean of weights, 800 steps",
     "CD N=10, 4 teacher substeps, batch 128, mean of weights",
+    "CD teacher features σ 0.5, N 6→18, mean of weights",
+    "CD teacher features σ 2, N 6→18, mean of weights",
 )
 CT_FAMILY = (
     "CT",

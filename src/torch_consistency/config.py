@@ -86,9 +86,12 @@ class DistillationConfig:
     # ((N−1)k + 1)-point Karras grid: a coarse consistency grid with a fine teacher (1: one step, the paper)
     teacher_substeps: int = 1
     target_ema: float = 0.0  # μ; 0 = stop-gradient of the current weights
-    distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips
+    distance: str = "l2"  # l2 | l1 | pseudo-huber | lpips | teacher-features
     weighting: str = "uniform"
     lpips_weights: str = ""  # lpips: "VGG16.pth,LPIPS_HEADS.pth" (torchvision's VGG16, the lpips package's vgg.pth)
+    # teacher-features: LPIPS's form on the U-Net teacher's encoder, which sees the images at this σ
+    # (nets/denoiser_features.py)
+    feature_sigma: float = 0.5
     # guided distillation (LCM; guidance.py): the teacher step uses D_w = D_∅ + w·(D_c − D_∅) of a teacher trained
     # with teacher.label_dropout > 0. none: D_c; input: w ~ U[guidance_min, guidance_max] per sample and the
     # student takes w as an input; fixed: w = guidance_min = guidance_max, no w input.

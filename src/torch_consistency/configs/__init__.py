@@ -18,7 +18,7 @@ from ..distances import DISTANCES
 from ..embedding import EMBEDDINGS
 from ..errors import ConfigError
 from ..guidance import GUIDANCE_MODES
-from ..nets import NETWORK_KINDS
+from ..nets import NETWORK_DISTANCES, NETWORK_KINDS
 from ..objectives import WEIGHTINGS
 from ..parameterization import NOISE_CONDITIONINGS
 from ..schedules import CT_SCHEDULE_VARIANTS
@@ -144,7 +144,7 @@ def validate(config: Config) -> None:
     _require(ct.s0 <= ct.s1, f"need 1 ≤ ct.s0 ≤ ct.s1, got {ct.s0} and {ct.s1}")
     _one_of(ct.schedule, CT_SCHEDULE_VARIANTS, "ct.schedule")
     for section in ("cd", "ct", "ict"):
-        _one_of(getattr(config, section).distance, (*DISTANCES, "lpips") if section == "cd" else DISTANCES,
+        _one_of(getattr(config, section).distance, (*DISTANCES, *NETWORK_DISTANCES) if section == "cd" else DISTANCES,
                 f"{section}.distance")  # fmt: skip
         _one_of(getattr(config, section).weighting, WEIGHTINGS, f"{section}.weighting")
     _validate_improved(config)
@@ -160,7 +160,11 @@ def validate(config: Config) -> None:
         cd.distance != "lpips" or bool(cd.lpips_weights),
         "cd.distance = 'lpips' needs cd.lpips_weights = 'VGG16.pth,LPIPS_HEADS.pth' (see nets/lpips.py)",
     )
-    _require(cd.distance != "lpips" or data.name in IMAGE_DATASETS, f"cd.distance = 'lpips' needs images: {data.name}")
+    _require(
+        cd.distance not in NETWORK_DISTANCES or data.name in IMAGE_DATASETS,
+        f"cd.distance = {cd.distance!r} needs images: {data.name}",
+    )
+    _require(cd.feature_sigma > 0, f"cd.feature_sigma must be > 0, got {cd.feature_sigma}")
     if t.method == "cd":
         _require(
             bool(cd.teacher),

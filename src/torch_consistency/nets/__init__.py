@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from ..trigflow import TrigFlowModel
 
 NETWORK_KINDS = ("mlp", "unet")
+# CD's distances computed by a network (cd.distance): LPIPS (nets/lpips.py) and the teacher's own encoder
+# (nets/denoiser_features.py)
+NETWORK_DISTANCES = ("lpips", "teacher-features")
 
 
 def class_embeddings(config: Config, num_classes: int) -> int:

@@ -14,8 +14,9 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from ..config import Config, DistillationConfig, SCMConfig
+from ..config import Config, DistillationConfig, SCMConfig, has_null_class
 from ..distances import Distance, distance
+from ..errors import ConfigError
 from ..guidance import drop_labels, guidance_scales, guided_denoiser, with_anchors
 from ..objectives import (
     consistency_distillation_loss,
@@ -165,6 +166,16 @@ class ConsistencyDistillation(_GridPairs):
             from ..nets.lpips import load_lpips
 
             self.distance: Distance = load_lpips(*cd.lpips_weights.split(","))
+        elif cd.distance == "teacher-features":
+            from ..nets.denoiser_features import DenoiserFeatureDistance
+
+            if self.num_classes > 0 and not has_null_class(self.config):
+                raise ConfigError(
+                    "cd.distance = 'teacher-features' on class-conditional data needs a teacher with a null class "
+                    "(trained with teacher.label_dropout > 0): its features are taken without a label"
+                )
+            null_label = self.num_classes if self.num_classes > 0 else None
+            self.distance = DenoiserFeatureDistance(self.teacher, cd.feature_sigma, null_label)
         else:
             self.distance = distance(cd.distance)
         # the teacher's step between adjacent grid points: fixed by the config, so built once, not every step

@@ -129,7 +129,7 @@ def test_cd_trains_with_the_teacher_features_distance(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["cd.feature_sigma=0"], r"cd\.feature_sigma must be > 0"),
+        (["cd.feature_sigma=0"], r"cd\.feature_sigma must lie in \(0, inf\)"),
         (
             ["cd.distance=teacher-features", "data.name=eight_gaussians"],
             "cd.distance = 'teacher-features' needs images",

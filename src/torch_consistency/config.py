@@ -363,7 +363,7 @@ RANGES: dict[str, str] = {
     "optim.guidance_lr_scale": "(0, inf)",
     "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
     "cd.num_points": "[2, inf)", "cd.grow_from": "[0, inf)", "cd.target_ema": "[0, 1)",
-    "cd.teacher_substeps": "[1, inf)",
+    "cd.teacher_substeps": "[1, inf)", "cd.feature_sigma": "(0, inf)",
     "ct.s0": "[1, inf)", "ct.s1": "[1, inf)", "ct.mu0": "[0, 1)",
     "ict.s0": "[1, inf)", "ict.s1": "[1, inf)", "ict.p_mean": "(-inf, inf)", "ict.p_std": "(0, inf)",
     "ect.p_mean": "(-inf, inf)", "ect.p_std": "(0, inf)", "ect.q": "(1, inf)", "ect.stage_steps": "[1, inf)",

@@ -164,7 +164,6 @@ def validate(config: Config) -> None:
         cd.distance not in NETWORK_DISTANCES or data.name in IMAGE_DATASETS,
         f"cd.distance = {cd.distance!r} needs images: {data.name}",
     )
-    _require(cd.feature_sigma > 0, f"cd.feature_sigma must be > 0, got {cd.feature_sigma}")
     if t.method == "cd":
         _require(
             bool(cd.teacher),

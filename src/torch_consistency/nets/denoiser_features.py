@@ -1,7 +1,7 @@
 """A perceptual distance made of the teacher's own U-Net: LPIPS's form on the teacher's encoder instead of VGG16.
 
 d(x, y) = Σ_l mean_hw ‖ĝ_l(x) − ĝ_l(y)‖², ĝ_l the unit-normalised activations (over channels) of the teacher
-U-Net's down blocks and middle block when it denoises x at a fixed small σ (`cd.feature_sigma`): LPIPS's formula
+U-Net's down blocks and middle block when it denoises x at a fixed σ (`cd.feature_sigma`): LPIPS's formula
 (reference.md §4) with equal layer weights. The paper's best CD runs use LPIPS; its VGG16 weights do not ship
 with the project (and are ImageNet's, far from 28 × 28 digits), while the teacher that CD distils has learnt
 features of exactly the student's data. The teacher sees x itself, without noise, so the distance is
@@ -37,7 +37,7 @@ class DenoiserFeatureDistance:
             raise ConfigError(
                 "cd.distance = 'teacher-features' needs a U-Net teacher (a teacher checkpoint or a UNet2DModel)"
             )
-        if not sigma > 0:
+        if not sigma > 0:  # the config's own range check (config.RANGES) does not reach a distance built in code
             raise ConfigError(f"cd.feature_sigma must be > 0, got {sigma}")
         self.denoiser = denoiser.requires_grad_(False)
         self.unet: UNet2DModel = denoiser.net.unet
@@ -46,7 +46,6 @@ class DenoiserFeatureDistance:
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The unit-normalised outputs of every down block and of the middle block for the batch x."""
-        unet = self.unet
         taps: list[torch.Tensor] = []
 
         def keep(_module: nn.Module, _args: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
@@ -56,8 +55,8 @@ class DenoiserFeatureDistance:
             keep(module, args, output)
             raise _EncoderDone
 
-        hooks = [block.register_forward_hook(keep) for block in unet.down_blocks]
-        hooks.append(unet.mid_block.register_forward_hook(keep_and_stop))
+        hooks = [block.register_forward_hook(keep) for block in self.unet.down_blocks]
+        hooks.append(self.unet.mid_block.register_forward_hook(keep_and_stop))
         labels = None if self.null_label is None else x.new_full((x.shape[0],), self.null_label, dtype=torch.long)
         try:
             self.denoiser(x, torch.full((x.shape[0],), self.sigma, device=x.device, dtype=x.dtype), labels)

@@ -100,6 +100,15 @@ ARMS: dict[str, Arm] = {
     "CD teacher features σ 2, N 6→18, mean of weights": Arm(
         "cd", [*MNIST_CD, "cd.distance=teacher-features", "cd.feature_sigma=2"], 600, "distance", CD, checkpoints=3
     ),
+    # A GAN term beside CD's L2 (CTM adds one to consistency training; LADD builds the discriminator from the teacher):
+    # heads on the teacher's frozen encoder tell the student's outputs from real images, and the student's term is
+    # matched to the CD loss's gradient at its last layer (training/adversarial.py). λ = 1: equal pull.
+    "CD adversarial λ 1, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "cd.adversarial_weight=1"], 600, "adversarial term", CD, checkpoints=3
+    ),
+    "CD adversarial λ 3, N 6→18, mean of weights": Arm(
+        "cd", [*MNIST_CD, "cd.adversarial_weight=3"], 600, "adversarial term", CD, checkpoints=3
+    ),
     # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
     # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
     "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),
@@ -171,6 +180,8 @@ CD_RECIPES = (
     "CD N=10, 4 teacher substeps, batch 128, mean of weights",
     "CD teacher features σ 0.5, N 6→18, mean of weights",
     "CD teacher features σ 2, N 6→18, mean of weights",
+    "CD adversarial λ 1, N 6→18, mean of weights",
+    "CD adversarial λ 3, N 6→18, mean of weights",
 )
 CT_FAMILY = (
     "CT",

@@ -14,6 +14,21 @@ TINY = [
 ]
 
 
+# a tiny U-Net on the 8×8 digits, for what needs a U-Net teacher
+UNET = ["network.kind=unet", "network.preset=tiny", "data.name=digits", "optim.batch_size=2", "train.total_steps=1"]
+
+
+def tiny_teacher(num_classes: int = 0):
+    """An untrained tiny U-Net EDM denoiser (σ_data 0.5, EDM's noise conditioning) for 8×8 images, seeded."""
+    import torch
+
+    from torch_consistency.nets.unet import build_unet
+    from torch_consistency.parameterization import Preconditioned
+
+    torch.manual_seed(0)
+    return Preconditioned(build_unet("tiny", (1, 8, 8), num_classes), "denoiser", 0.5, 0.002, "edm").eval()
+
+
 def tiny_config(*overrides: str):
     """A tiny MLP on eight Gaussians; `overrides` are --set strings."""
     return load_config(None, [*TINY, *overrides])

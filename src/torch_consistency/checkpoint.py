@@ -6,7 +6,7 @@ Layout of a run folder:
     checkpoints/step-00001000/      a complete checkpoint (folders appear only by an atomic rename)
         meta.json                   format, step, config, sample shape, classes, saved weight sets
         weights.safetensors         "online/*", "target/*", "ema-0.999/*", ...
-        training_state.pt           optimizer state (tensors and numbers only)
+        training_state.pt           optimizer state, and adversarial CD's discriminator (tensors and numbers only)
 """
 
 import dataclasses

@@ -92,6 +92,10 @@ class DistillationConfig:
     # teacher-features: LPIPS's form on the U-Net teacher's encoder, which sees the images at this σ
     # (nets/denoiser_features.py)
     feature_sigma: float = 0.5
+    # > 0: an adversarial term λ·a·(−E[D(f_θ)]) joins the CD loss, D heads on the teacher U-Net's encoder trained
+    # each step at this learning rate, a the adaptive weight (CTM, LADD; training/adversarial.py); 0: CD alone
+    adversarial_weight: float = 0.0
+    discriminator_lr: float = 2e-4
     # guided distillation (LCM; guidance.py): the teacher step uses D_w = D_∅ + w·(D_c − D_∅) of a teacher trained
     # with teacher.label_dropout > 0. none: D_c; input: w ~ U[guidance_min, guidance_max] per sample and the
     # student takes w as an input; fixed: w = guidance_min = guidance_max, no w input.
@@ -364,6 +368,7 @@ RANGES: dict[str, str] = {
     "teacher.p_mean": "(-inf, inf)", "teacher.p_std": "(0, inf)",
     "cd.num_points": "[2, inf)", "cd.grow_from": "[0, inf)", "cd.target_ema": "[0, 1)",
     "cd.teacher_substeps": "[1, inf)", "cd.feature_sigma": "(0, inf)",
+    "cd.adversarial_weight": "[0, inf)", "cd.discriminator_lr": "(0, inf)",
     "ct.s0": "[1, inf)", "ct.s1": "[1, inf)", "ct.mu0": "[0, 1)",
     "ict.s0": "[1, inf)", "ict.s1": "[1, inf)", "ict.p_mean": "(-inf, inf)", "ict.p_std": "(0, inf)",
     "ect.p_mean": "(-inf, inf)", "ect.p_std": "(0, inf)", "ect.q": "(1, inf)", "ect.stage_steps": "[1, inf)",

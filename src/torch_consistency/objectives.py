@@ -90,11 +90,27 @@ def consistency_distillation_loss(
     weight: torch.Tensor,
 ) -> torch.Tensor:
     """λ·d(f_θ(x_σ, σ), f_θ⁻(x̂_σ', σ')) with x̂ one teacher ODE step from x_σ = x0 + σz (Algorithm 2, §4)."""
+    online, target_out = consistency_distillation_pair(
+        model, target, teacher, teacher_step, x0, noise, sigma, sigma_next
+    )
+    return weight * distance(online, target_out)
+
+
+def consistency_distillation_pair(
+    model: Network,
+    target: Network,
+    teacher: Network,
+    teacher_step: TeacherStep,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f_θ(x_σ, σ), f_θ⁻(x̂_σ', σ')): the two outputs CD compares, x̂ one teacher step from x_σ = x0 + σz (§4)."""
     x_sigma = x0 + append_dims(sigma, x0.ndim) * noise
     with torch.no_grad():
         x_next = teacher_step(teacher, x_sigma, sigma, sigma_next)
-    online, target_out = paired_passes(lambda: model(x_sigma, sigma), lambda: target(x_next, sigma_next), x0.device)
-    return weight * distance(online, target_out)
+    return paired_passes(lambda: model(x_sigma, sigma), lambda: target(x_next, sigma_next), x0.device)
 
 
 def consistency_training_loss(
@@ -141,3 +157,23 @@ def ect_loss(
     target_out = torch.where(append_dims(to_network, x0.ndim), target_out.to(x0.dtype), x0)
     gap = t - torch.where(to_network, r, torch.zeros_like(r))
     return pseudo_huber_distance(online.to(x0.dtype), target_out, huber_c) / gap
+
+
+def discriminator_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """E[max(0, 1 − D(x))] + E[max(0, 1 + D(x̂))]: the discriminator's hinge loss (Lim & Ye 2017; as ADD, LADD)."""
+    return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+
+
+def generator_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """−E[D(x̂)]: the generator's side of the hinge loss."""
+    return -fake_logits.mean()
+
+
+def adaptive_adversarial_weight(
+    reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
+    """‖∇_L ℒ_rec‖ / (‖∇_L ℒ_adv‖ + 10⁻⁸), L the generator's last layer, at most `max_weight`, without gradient: the
+    weight that gives both losses equal pull on the output (VQGAN, Esser et al. 2021, eq. 7; CTM's GAN term)."""
+    rec_grad = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(adversarial, last_layer, retain_graph=True)[0]
+    return (rec_grad.norm() / (adv_grad.norm() + 1e-8)).clamp(max=max_weight).detach()

@@ -164,6 +164,10 @@ def validate(config: Config) -> None:
         cd.distance not in NETWORK_DISTANCES or data.name in IMAGE_DATASETS,
         f"cd.distance = {cd.distance!r} needs images: {data.name}",
     )
+    _require(
+        cd.adversarial_weight == 0 or data.name in IMAGE_DATASETS,
+        f"cd.adversarial_weight > 0 needs images (its discriminator is the teacher U-Net's encoder): {data.name}",
+    )
     if t.method == "cd":
         _require(
             bool(cd.teacher),

@@ -113,6 +113,8 @@ def _train(
     t, device, batch = config.train, place.device, config.optim.batch_size
     if batch % place.world_size:
         raise ConfigError(f"optim.batch_size {batch} is not divisible by {place.world_size} ranks")
+    if config.cd.adversarial_weight > 0 and t.method == "cd" and place.world_size > 1:
+        raise ConfigError("cd.adversarial_weight > 0 trains on one process: its discriminator is not synchronised")
 
     # Data, teacher and method.
     dataset = build_dataset(config.data)
@@ -133,7 +135,7 @@ def _train(
         for name, module in trainer.modules().items():
             load_weights(module, checkpoint.weights.get(name, {}), f"{checkpoint.path} ({name})")
         try:
-            trainer.optimizer.load_state_dict(checkpoint.extra["training_state"]["optimizer"])
+            trainer.load_training_state(checkpoint.extra["training_state"])
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
             raise CheckpointError(
                 f"{checkpoint.path}/training_state.pt does not fit this run's optimizer: {error}"
@@ -197,7 +199,7 @@ def _train(
                 if place.is_main:
                     save_checkpoint(
                         run_dir, done, config, dataset.sample_shape, num_classes, trainer.modules(),
-                        {"optimizer": trainer.optimizer.state_dict()}, keep=t.keep_checkpoints,
+                        trainer.training_state(), keep=t.keep_checkpoints,
                     )  # fmt: skip
                 distributed.barrier(place)
     finally:

@@ -19,7 +19,7 @@ from ..distances import Distance, distance
 from ..errors import ConfigError
 from ..guidance import drop_labels, guidance_scales, guided_denoiser, with_anchors
 from ..objectives import (
-    consistency_distillation_loss,
+    consistency_distillation_pair,
     consistency_training_loss,
     consistency_weight,
     edm_loss,
@@ -27,6 +27,7 @@ from ..objectives import (
 from ..schedules import ct_num_points, ct_target_ema
 from ..sigmas import edm_training_sigma, karras_sigmas
 from ..solvers import teacher_step
+from .adversarial import Adversary, last_layer
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Draws = dict[str, torch.Tensor]
@@ -169,17 +170,26 @@ class ConsistencyDistillation(_GridPairs):
         elif cd.distance == "teacher-features":
             from ..nets.denoiser_features import DenoiserFeatureDistance
 
-            if self.num_classes > 0 and not has_null_class(self.config):
-                raise ConfigError(
-                    "cd.distance = 'teacher-features' on class-conditional data needs a teacher with a null class "
-                    "(trained with teacher.label_dropout > 0): its features are taken without a label"
-                )
-            null_label = self.num_classes if self.num_classes > 0 else None
-            self.distance = DenoiserFeatureDistance(self.teacher, cd.feature_sigma, null_label)
+            self.distance = DenoiserFeatureDistance(self.teacher, cd.feature_sigma, self._unlabelled_teacher())
         else:
             self.distance = distance(cd.distance)
         # the teacher's step between adjacent grid points: fixed by the config, so built once, not every step
         self.teacher_step = teacher_step(cd.solver, cd.teacher_substeps, self.config.diffusion.rho)
+        self.adversary: Adversary | None = None
+        if cd.adversarial_weight > 0:
+            self.adversary = Adversary.create(self.teacher, self._unlabelled_teacher(), cd.discriminator_lr)
+
+    def _unlabelled_teacher(self) -> int | None:
+        """The label the teacher's features take: its null class (class-conditional data), or none."""
+        if self.num_classes == 0:
+            return None
+        if not has_null_class(self.config):
+            raise ConfigError(
+                "the teacher's features (cd.distance = 'teacher-features', cd.adversarial_weight > 0) on "
+                "class-conditional data need a teacher with a null class (trained with teacher.label_dropout > 0): "
+                "they are taken without a label"
+            )
+        return self.num_classes
 
     @property
     def uses_target(self) -> bool:
@@ -193,7 +203,14 @@ class ConsistencyDistillation(_GridPairs):
         return ct_num_points(step, self.config.train.total_steps, cd.grow_from, cd.num_points - 1)
 
     def draw(self, step: int, batch: int, shape: tuple[int, ...], generator: torch.Generator) -> Draws:
-        return {**super().draw(step, batch, shape, generator), **draw_guidance(self.config.cd, batch, generator)}
+        draws = {**super().draw(step, batch, shape, generator), **draw_guidance(self.config.cd, batch, generator)}
+        if self.adversary is not None:  # after the others: runs without the term keep their streams
+            draws |= {
+                "adversarial_normal": _normal((batch,), generator),
+                "real_noise": _normal((batch, *shape), generator),
+                "fake_noise": _normal((batch, *shape), generator),
+            }
+        return draws
 
     def loss(
         self, model: Network, target: Network, x0: torch.Tensor, draws: Draws, step: int,
@@ -205,16 +222,28 @@ class ConsistencyDistillation(_GridPairs):
             self.distance.to(x0.device)
         teacher = distillation_teacher(self.teacher, labels, teacher_guidance(cd, draws), self.num_classes)
         w = student_guidance(cd, draws)
-        return consistency_distillation_loss(
+        online, target_out = consistency_distillation_pair(
             conditioned(model, labels, w), conditioned(target, labels, w), teacher, self.teacher_step, x0,
-            draws["noise"], sigma, sigma_next, self.distance, weight,
+            draws["noise"], sigma, sigma_next,
+        )  # fmt: skip
+        loss = weight * self.distance(online, target_out)
+        if self.adversary is None:
+            return loss
+        t = self.config.teacher
+        return loss + self.adversary.term(
+            loss.mean(), x0, online, edm_training_sigma(draws["adversarial_normal"], t.p_mean, t.p_std),
+            draws["real_noise"], draws["fake_noise"], last_layer(model), cd.adversarial_weight,
         )  # fmt: skip
 
     def target_rate(self, step: int) -> float:
         return self.config.cd.target_ema
 
     def log_values(self, step: int) -> dict[str, Any]:
-        return {"N": self.num_points(step), "mu": self.config.cd.target_ema}
+        values = {"N": self.num_points(step), "mu": self.config.cd.target_ema}
+        if self.adversary is not None and (last := self.adversary.last) is not None:
+            values["discriminator_loss"] = last.discriminator_loss.item()
+            values["adversarial_a"] = last.adaptive_weight.item()
+        return values
 
 
 @dataclass

@@ -114,6 +114,21 @@ class Trainer:
             modules["target"] = self.target
         return modules
 
+    def training_state(self) -> dict:
+        """What a checkpoint keeps besides the weights: the optimizer's state, and an adversarial CD's discriminator
+        with its optimizer (`adversary`)."""
+        state = {"optimizer": self.optimizer.state_dict()}
+        adversary = getattr(self.method, "adversary", None)  # only CD has one, and only with cd.adversarial_weight > 0
+        if adversary is not None:
+            state["adversary"] = adversary.state_dict()
+        return state
+
+    def load_training_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        adversary = getattr(self.method, "adversary", None)
+        if adversary is not None:
+            adversary.load_state_dict(state["adversary"])
+
     def reset_averages(self) -> None:
         """Make target and EMAs equal to the current weights (after loading initial weights)."""
         for average in [*self.emas.values(), *([self.target] if self.target is not None else [])]:

@@ -109,6 +109,16 @@ ARMS: dict[str, Arm] = {
     "CD adversarial λ 3, N 6→18, mean of weights": Arm(
         "cd", [*MNIST_CD, "cd.adversarial_weight=3"], 600, "adversarial term", CD, checkpoints=3
     ),
+    # The discriminator judging the student's one-step samples f_θ(σ_max·z, σ_max), the 1-step model itself, instead
+    # of its outputs on CD's pairs
+    "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights": Arm(
+        "cd",
+        [*MNIST_CD, "cd.adversarial_weight=1", "cd.adversarial_fakes=one-step"],
+        600,
+        "adversarial term",
+        CD,
+        checkpoints=3,
+    ),
     # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
     # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
     "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),
@@ -182,6 +192,7 @@ CD_RECIPES = (
     "CD teacher features σ 2, N 6→18, mean of weights",
     "CD adversarial λ 1, N 6→18, mean of weights",
     "CD adversarial λ 3, N 6→18, mean of weights",
+    "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights",
 )
 CT_FAMILY = (
     "CT",

@@ -161,6 +161,29 @@ def test_cd_with_the_term_adds_draws_after_the_others_and_its_term_to_the_cd_los
     assert set(method.log_values(0)) == {"N", "mu", "discriminator_loss", "adversarial_a"}
 
 
+def test_one_step_fakes_are_the_students_one_step_samples():
+    teacher = tiny_teacher()
+    method = build_method(tiny_config(*ADVERSARIAL_CD, "cd.adversarial_fakes=one-step"),
+                          Teacher(teacher, None, None, (1, 8, 8)))  # fmt: skip
+    draws = method.draw(0, 4, (1, 8, 8), torch.Generator().manual_seed(3))
+    assert "generator_noise" in draws
+    torch.manual_seed(2)
+    student = Preconditioned(build_unet("tiny", (1, 8, 8)), "consistency", 0.5, 0.002, "edm")
+    x0 = torch.randn(4, 1, 8, 8)
+    loss = method.loss(student, student, x0, draws, step=0)
+    sigma, sigma_next, weight = method.pair(0, draws, "uniform")
+    cd = consistency_distillation_loss(
+        student, student, teacher, method.teacher_step, x0, draws["noise"], sigma, sigma_next, method.distance, weight
+    )
+    # the term is λ·a·(−E[D(f_θ(80·g, 80) + σ_d·n)]) with the discriminator after its step
+    sigma_d = torch.exp(-1.2 + 1.2 * draws["adversarial_normal"])
+    with torch.no_grad():
+        one_step = student(80.0 * draws["generator_noise"], torch.full((4,), 80.0))
+        logits = method.adversary.discriminator(one_step + sigma_d[:, None, None, None] * draws["fake_noise"], sigma_d)
+    expected = 0.5 * method.adversary.last.adaptive_weight * -logits.mean()
+    torch.testing.assert_close((loss - cd)[0], expected, rtol=1e-5, atol=1e-7)
+
+
 def losses(run):
     return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
 
@@ -202,6 +225,7 @@ def test_class_conditional_data_needs_a_teacher_with_a_null_class():
         (["cd.adversarial_weight=-1"], r"cd\.adversarial_weight must lie in \[0, inf\)"),
         (["cd.discriminator_lr=0"], r"cd\.discriminator_lr must lie in \(0, inf\)"),
         (["cd.adversarial_weight=1", "data.name=eight_gaussians"], "cd.adversarial_weight > 0 needs images"),
+        (["cd.adversarial_fakes=samples"], "cd.adversarial_fakes"),
     ],
 )
 def test_config_refuses(overrides, message):

@@ -96,6 +96,9 @@ class DistillationConfig:
     # each step at this learning rate, a the adaptive weight (CTM, LADD; training/adversarial.py); 0: CD alone
     adversarial_weight: float = 0.0
     discriminator_lr: float = 2e-4
+    # what the discriminator sees as fakes: pairs, the student's outputs on CD's pairs (no extra pass); one-step, its
+    # one-step samples f_θ(σ_max·z, σ_max) (one more forward and backward pass of the student per step)
+    adversarial_fakes: str = "pairs"
     # guided distillation (LCM; guidance.py): the teacher step uses D_w = D_∅ + w·(D_c − D_∅) of a teacher trained
     # with teacher.label_dropout > 0. none: D_c; input: w ~ U[guidance_min, guidance_max] per sample and the
     # student takes w as an input; fixed: w = guidance_min = guidance_max, no w input.

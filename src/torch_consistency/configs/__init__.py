@@ -164,6 +164,7 @@ def validate(config: Config) -> None:
         cd.distance not in NETWORK_DISTANCES or data.name in IMAGE_DATASETS,
         f"cd.distance = {cd.distance!r} needs images: {data.name}",
     )
+    _one_of(cd.adversarial_fakes, ("pairs", "one-step"), "cd.adversarial_fakes")
     _require(
         cd.adversarial_weight == 0 or data.name in IMAGE_DATASETS,
         f"cd.adversarial_weight > 0 needs images (its discriminator is the teacher U-Net's encoder): {data.name}",

@@ -210,6 +210,8 @@ class ConsistencyDistillation(_GridPairs):
                 "real_noise": _normal((batch, *shape), generator),
                 "fake_noise": _normal((batch, *shape), generator),
             }
+            if self.config.cd.adversarial_fakes == "one-step":
+                draws["generator_noise"] = _normal((batch, *shape), generator)
         return draws
 
     def loss(
@@ -229,9 +231,13 @@ class ConsistencyDistillation(_GridPairs):
         loss = weight * self.distance(online, target_out)
         if self.adversary is None:
             return loss
+        fake = online  # the student's outputs on CD's pairs, or (one-step) its one-step samples f_θ(σ_max·z, σ_max)
+        if cd.adversarial_fakes == "one-step":
+            sigma_max = torch.full_like(sigma, self.config.diffusion.sigma_max)
+            fake = conditioned(model, labels, w)(draws["generator_noise"] * self.config.diffusion.sigma_max, sigma_max)
         t = self.config.teacher
         return loss + self.adversary.term(
-            loss.mean(), x0, online, edm_training_sigma(draws["adversarial_normal"], t.p_mean, t.p_std),
+            loss.mean(), x0, fake, edm_training_sigma(draws["adversarial_normal"], t.p_mean, t.p_std),
             draws["real_noise"], draws["fake_noise"], last_layer(model), cd.adversarial_weight,
         )  # fmt: skip
 

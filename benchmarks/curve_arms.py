@@ -134,11 +134,12 @@ ARMS: dict[str, Arm] = {
         weights="online",
         note="the bundled CD run's online weights: no evaluation EMA",
     ),
-    # Network size: a teacher at half the small preset's width (3400 steps, as runs/mnist-teacher) and CD from it; a
-    # student starts from its teacher's weights, so it takes the teacher's network. Twice the width would cost about
-    # four times the teacher's 69 CPU-minutes.
+    # Network size: a teacher at half and at twice the small preset's width (3400 steps, as runs/mnist-teacher) and CD
+    # from each; a student starts from its teacher's weights, so it takes the teacher's network.
     "Teacher half width": Arm("teacher", ["network.preset=small-half"], 3400, "network size", checkpoints=1),
     "CD half width": Arm("cd", MNIST_CD, 600, "network size", CD, teacher_arm="Teacher half width"),
+    "Teacher twice width": Arm("teacher", ["network.preset=small-twice"], 3400, "network size", checkpoints=1),
+    "CD twice width": Arm("cd", MNIST_CD, 600, "network size", CD, teacher_arm="Teacher twice width", checkpoints=3),
     # ECT from scratch: ECT's first stage is diffusion pretraining (Δt = t, ECT paper §3), here the teacher's own
     # recipe for 2400 of its 3400 steps, then ECT's tuning from it. No trained teacher is used: the two stages'
     # minutes are added on one axis, they stay within the teacher's 69, and the ratios are to the full teacher.

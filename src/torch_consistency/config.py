@@ -41,7 +41,7 @@ class NetworkConfig:
     embedding: str = "positional"  # positional | fourier
     fourier_scale: float = 16.0
     dropout: float = 0.0
-    preset: str = "small"  # U-Net preset: tiny, small, cifar10, imagenet64
+    preset: str = "small"  # U-Net preset: tiny, small (small-half, small-twice), cifar10, imagenet64
     class_conditional: bool = False  # condition on the data's labels
 
 

@@ -59,13 +59,19 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "upsample_type": "resnet",
     },
 }
-# 28×28 MNIST at half the small preset's width, the same layout: ~0.5M parameters (the network-size row of
-# docs/results/curves)
+# 28×28 MNIST at half and at twice the small preset's width, the same layout (channels per group and heads kept):
+# ~0.5M and ~7M parameters (the network-size row of docs/results/curves)
 UNET_PRESETS["small-half"] = {
     **UNET_PRESETS["small"],
     "block_out_channels": tuple(c // 2 for c in UNET_PRESETS["small"]["block_out_channels"]),
     "norm_num_groups": UNET_PRESETS["small"]["norm_num_groups"] // 2,
     "attention_head_dim": UNET_PRESETS["small"]["attention_head_dim"] // 2,
+}
+UNET_PRESETS["small-twice"] = {
+    **UNET_PRESETS["small"],
+    "block_out_channels": tuple(c * 2 for c in UNET_PRESETS["small"]["block_out_channels"]),
+    "norm_num_groups": UNET_PRESETS["small"]["norm_num_groups"] * 2,
+    "attention_head_dim": UNET_PRESETS["small"]["attention_head_dim"] * 2,
 }
 
 

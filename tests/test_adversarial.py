@@ -135,6 +135,19 @@ def test_the_term_steps_the_discriminator_then_pulls_the_student_by_weight_times
     assert all(torch.equal(p.grad, g) for p, g in zip(adversary.discriminator.parameters(), heads_grads, strict=True))
 
 
+def method_loss_and_cd_loss(method, teacher, draws):
+    """A tiny student, the method's loss on its draws and the CD loss written out on the same draws."""
+    torch.manual_seed(2)
+    student = Preconditioned(build_unet("tiny", (1, 8, 8)), "consistency", 0.5, 0.002, "edm")
+    x0 = torch.randn(4, 1, 8, 8)
+    loss = method.loss(student, student, x0, draws, step=0)
+    sigma, sigma_next, weight = method.pair(0, draws, "uniform")
+    cd = consistency_distillation_loss(
+        student, student, teacher, method.teacher_step, x0, draws["noise"], sigma, sigma_next, method.distance, weight
+    )
+    return student, loss, cd
+
+
 def test_cd_with_the_term_adds_draws_after_the_others_and_its_term_to_the_cd_loss():
     teacher = tiny_teacher()
     plain = build_method(tiny_config(*ADVERSARIAL_CD[:-1]), Teacher(teacher, None, None, (1, 8, 8)))
@@ -144,14 +157,7 @@ def test_cd_with_the_term_adds_draws_after_the_others_and_its_term_to_the_cd_los
     plain_draws = plain.draw(0, 4, (1, 8, 8), torch.Generator().manual_seed(3))
     assert set(draws) - set(plain_draws) == {"adversarial_normal", "real_noise", "fake_noise"}
     assert all(torch.equal(draws[k], v) for k, v in plain_draws.items())  # the other draws keep their streams
-    torch.manual_seed(2)
-    student = Preconditioned(build_unet("tiny", (1, 8, 8)), "consistency", 0.5, 0.002, "edm")
-    x0 = torch.randn(4, 1, 8, 8)
-    loss = method.loss(student, student, x0, draws, step=0)
-    sigma, sigma_next, weight = method.pair(0, draws, "uniform")
-    cd = consistency_distillation_loss(
-        student, student, teacher, method.teacher_step, x0, draws["noise"], sigma, sigma_next, method.distance, weight
-    )
+    student, loss, cd = method_loss_and_cd_loss(method, teacher, draws)
     term = loss - cd  # a scalar added to every sample's CD loss
     assert torch.allclose(term, term[0].expand(4)) and term[0].abs() > 0
     last = student.net.unet.conv_out.weight
@@ -167,14 +173,7 @@ def test_one_step_fakes_are_the_students_one_step_samples():
                           Teacher(teacher, None, None, (1, 8, 8)))  # fmt: skip
     draws = method.draw(0, 4, (1, 8, 8), torch.Generator().manual_seed(3))
     assert "generator_noise" in draws
-    torch.manual_seed(2)
-    student = Preconditioned(build_unet("tiny", (1, 8, 8)), "consistency", 0.5, 0.002, "edm")
-    x0 = torch.randn(4, 1, 8, 8)
-    loss = method.loss(student, student, x0, draws, step=0)
-    sigma, sigma_next, weight = method.pair(0, draws, "uniform")
-    cd = consistency_distillation_loss(
-        student, student, teacher, method.teacher_step, x0, draws["noise"], sigma, sigma_next, method.distance, weight
-    )
+    student, loss, cd = method_loss_and_cd_loss(method, teacher, draws)
     # the term is λ·a·(−E[D(f_θ(80·g, 80) + σ_d·n)]) with the discriminator after its step
     sigma_d = torch.exp(-1.2 + 1.2 * draws["adversarial_normal"])
     with torch.no_grad():

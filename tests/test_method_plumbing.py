@@ -201,3 +201,24 @@ def test_a_student_refuses_network_overrides_that_differ_from_its_teachers(tmp_p
     # only what was set on the command line is checked, not the config's other network values
     check_network_overrides(tiny_config("train.method=cd", f"cd.teacher={teacher}", "network.width=64"),
                             ["train.method=cd", f"cd.teacher={teacher}"])  # fmt: skip
+
+
+@pytest.mark.parametrize(("preset", "factor"), [("small-half", 0.5), ("small-twice", 2)])
+def test_the_scaled_small_presets_keep_its_layout_channels_per_group_and_heads(preset, factor):
+    """small-half and small-twice (the network-size row of docs/results/curves): every block's width times the
+    factor, the rest of small's layout kept, the same channels per norm group and the same number of heads."""
+    small, scaled = UNET_PRESETS["small"], UNET_PRESETS[preset]
+    assert scaled["block_out_channels"] == tuple(int(c * factor) for c in small["block_out_channels"])
+    scaled_keys = ("block_out_channels", "norm_num_groups", "attention_head_dim")
+    assert {k: v for k, v in scaled.items() if k not in scaled_keys} == {
+        k: v for k, v in small.items() if k not in scaled_keys
+    }
+    for width, small_width in zip(scaled["block_out_channels"], small["block_out_channels"], strict=True):
+        assert width / scaled["norm_num_groups"] == small_width / small["norm_num_groups"]
+        assert width / scaled["attention_head_dim"] == small_width / small["attention_head_dim"]
+
+    def parameters(name):
+        unet = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, **UNET_PRESETS[name])
+        return sum(p.numel() for p in unet.parameters())
+
+    assert parameters(preset) / parameters("small") == pytest.approx(factor**2, rel=0.02)  # convolutions dominate

@@ -26,12 +26,12 @@ CD = "cd.teacher"
 # The CD recipe the ablations change one setting of: mnist_cd when they ran (N = 18, the ramp EMA). mnist_cd now
 # grows N and keeps the mean of its weights, the arm "CD N 6→18, mean of weights".
 CD_REFERENCE = ["cd.grow_from=0", "train.ema_power=8"]
-# mnist_cd's recipe before it took the adversarial term, spelled out: the arms built on it stay the same runs when
-# its defaults change (mnist_cd now adds cd.adversarial_weight = 1 on one-step samples, the arm "CD adversarial λ 1 on
-# one-step samples, N 6→18, mean of weights"; the arm "CD" is mnist_cd as bundled at the time of the run)
-MNIST_CD = ["cd.grow_from=6", "train.ema_power=0", "cd.adversarial_weight=0"]
-# the adversarial term judging the student's outputs on CD's pairs (cd.adversarial_fakes = pairs)
-PAIRS = ["cd.adversarial_fakes=pairs"]
+# mnist_cd's growing N and mean of the weights, spelled out: the arms built on them stay the same runs when its
+# defaults change
+GROWING_N_MEAN = ["cd.grow_from=6", "train.ema_power=0"]
+# mnist_cd's recipe before it took the adversarial term (now the arm "CD adversarial λ 1 on one-step samples, N 6→18,
+# mean of weights"; the arm "CD" is mnist_cd as bundled at the time of the run)
+MNIST_CD = [*GROWING_N_MEAN, "cd.adversarial_weight=0"]
 # a coarse grid with a fine teacher: N = 10, 4 Heun substeps per interval, the mean of the weights
 N10_SUBSTEPS = ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"]
 ARMS: dict[str, Arm] = {
@@ -108,16 +108,26 @@ ARMS: dict[str, Arm] = {
     # heads on the teacher's frozen encoder tell the student's outputs from real images, and the student's term is
     # matched to the CD loss's gradient at its last layer (training/adversarial.py). λ = 1: equal pull.
     "CD adversarial λ 1, N 6→18, mean of weights": Arm(
-        "cd", [*MNIST_CD, *PAIRS, "cd.adversarial_weight=1"], 600, "adversarial term", CD, checkpoints=3
+        "cd",
+        [*GROWING_N_MEAN, "cd.adversarial_weight=1", "cd.adversarial_fakes=pairs"],
+        600,
+        "adversarial term",
+        CD,
+        checkpoints=3,
     ),
     "CD adversarial λ 3, N 6→18, mean of weights": Arm(
-        "cd", [*MNIST_CD, *PAIRS, "cd.adversarial_weight=3"], 600, "adversarial term", CD, checkpoints=3
+        "cd",
+        [*GROWING_N_MEAN, "cd.adversarial_weight=3", "cd.adversarial_fakes=pairs"],
+        600,
+        "adversarial term",
+        CD,
+        checkpoints=3,
     ),
     # The discriminator judging the student's one-step samples f_θ(σ_max·z, σ_max), the 1-step model itself, instead
     # of its outputs on CD's pairs
     "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights": Arm(
         "cd",
-        [*MNIST_CD, "cd.adversarial_weight=1", "cd.adversarial_fakes=one-step"],
+        [*GROWING_N_MEAN, "cd.adversarial_weight=1", "cd.adversarial_fakes=one-step"],
         600,
         "adversarial term",
         CD,

@@ -127,7 +127,7 @@ def main() -> None:
     teacher_dir = args.teacher or train_or_reuse(config("mnist_teacher_cfg", "teacher"), runs / "teacher-cfg")
     configs = {"guided CD": config("mnist_cd_cfg", "cd", f"cd.teacher={teacher_dir}", *args.student_set)}
     if not args.skip_plain_cd:
-        # mnist_cd's recipe as mnist_cd_cfg builds on it: without the adversarial term mnist_cd has taken since
+        # the recipe mnist_cd_cfg builds on: mnist_cd without its adversarial term
         configs["CD"] = config("mnist_cd", "cd", f"cd.teacher={teacher_dir}", "cd.adversarial_weight=0")
     folders = {"guided CD": "cd-cfg", "CD": "cd"}
     students = {name: train_or_reuse(c, runs / folders[name]) for name, c in configs.items()}

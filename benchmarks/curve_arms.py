@@ -133,6 +133,15 @@ ARMS: dict[str, Arm] = {
         CD,
         checkpoints=3,
     ),
+    # three times the pull on the one-step samples (on the pairs, λ = 3 was worse than λ = 1 everywhere)
+    "CD adversarial λ 3 on one-step samples, N 6→18, mean of weights": Arm(
+        "cd",
+        [*GROWING_N_MEAN, "cd.adversarial_weight=3", "cd.adversarial_fakes=one-step"],
+        600,
+        "adversarial term",
+        CD,
+        checkpoints=3,
+    ),
     # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
     # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
     "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),
@@ -208,6 +217,7 @@ CD_RECIPES = (
     "CD adversarial λ 1, N 6→18, mean of weights",
     "CD adversarial λ 3, N 6→18, mean of weights",
     "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights",
+    "CD adversarial λ 3 on one-step samples, N 6→18, mean of weights",
 )
 CT_FAMILY = (
     "CT",

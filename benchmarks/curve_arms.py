@@ -32,6 +32,14 @@ GROWING_N_MEAN = ["cd.grow_from=6", "train.ema_power=0"]
 # mnist_cd's recipe before it took the adversarial term (now the arm "CD adversarial λ 1 on one-step samples, N 6→18,
 # mean of weights"; the arm "CD" is mnist_cd as bundled at the time of the run)
 MNIST_CD = [*GROWING_N_MEAN, "cd.adversarial_weight=0"]
+
+
+def adversarial_arm(weight: int, fakes: str) -> Arm:
+    """mnist_cd's growing N and mean with the adversarial term at λ = `weight` on `fakes` (pairs or one-step)."""
+    overrides = [*GROWING_N_MEAN, f"cd.adversarial_weight={weight}", f"cd.adversarial_fakes={fakes}"]
+    return Arm("cd", overrides, 600, "adversarial term", CD, checkpoints=3)
+
+
 # a coarse grid with a fine teacher: N = 10, 4 Heun substeps per interval, the mean of the weights
 N10_SUBSTEPS = ["cd.num_points=10", "cd.teacher_substeps=4", "train.ema_power=0"]
 ARMS: dict[str, Arm] = {
@@ -107,41 +115,13 @@ ARMS: dict[str, Arm] = {
     # A GAN term beside CD's L2 (CTM adds one to consistency training; LADD builds the discriminator from the teacher):
     # heads on the teacher's frozen encoder tell the student's outputs from real images, and the student's term is
     # matched to the CD loss's gradient at its last layer (training/adversarial.py). λ = 1: equal pull.
-    "CD adversarial λ 1, N 6→18, mean of weights": Arm(
-        "cd",
-        [*GROWING_N_MEAN, "cd.adversarial_weight=1", "cd.adversarial_fakes=pairs"],
-        600,
-        "adversarial term",
-        CD,
-        checkpoints=3,
-    ),
-    "CD adversarial λ 3, N 6→18, mean of weights": Arm(
-        "cd",
-        [*GROWING_N_MEAN, "cd.adversarial_weight=3", "cd.adversarial_fakes=pairs"],
-        600,
-        "adversarial term",
-        CD,
-        checkpoints=3,
-    ),
+    "CD adversarial λ 1, N 6→18, mean of weights": adversarial_arm(1, "pairs"),
+    "CD adversarial λ 3, N 6→18, mean of weights": adversarial_arm(3, "pairs"),
     # The discriminator judging the student's one-step samples f_θ(σ_max·z, σ_max), the 1-step model itself, instead
     # of its outputs on CD's pairs
-    "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights": Arm(
-        "cd",
-        [*GROWING_N_MEAN, "cd.adversarial_weight=1", "cd.adversarial_fakes=one-step"],
-        600,
-        "adversarial term",
-        CD,
-        checkpoints=3,
-    ),
+    "CD adversarial λ 1 on one-step samples, N 6→18, mean of weights": adversarial_arm(1, "one-step"),
     # three times the pull on the one-step samples (on the pairs, λ = 3 was worse than λ = 1 everywhere)
-    "CD adversarial λ 3 on one-step samples, N 6→18, mean of weights": Arm(
-        "cd",
-        [*GROWING_N_MEAN, "cd.adversarial_weight=3", "cd.adversarial_fakes=one-step"],
-        600,
-        "adversarial term",
-        CD,
-        checkpoints=3,
-    ),
+    "CD adversarial λ 3 on one-step samples, N 6→18, mean of weights": adversarial_arm(3, "one-step"),
     # iCT from scratch with dropout (0.3 in the iCT paper on CIFAR-10; mnist_ict has none) against the same 1760 steps
     # without: the newest checkpoint within the teacher's time that the from-scratch goal counts
     "iCT 1760 steps": Arm("ict", [], 1760, "dropout", checkpoints=2),

@@ -1,7 +1,17 @@
 """Shared fixtures: small exact problems that tests can check against closed forms."""
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers on two cores) each worker, and every `cm` it starts, computes on
+    one thread: two processes that each spread over all cores slow each other far more than twice."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield
 
